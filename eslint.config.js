@@ -1,0 +1,10 @@
+import js from "@eslint/js";
+import globals from "globals";
+import tseslint from "typescript-eslint";
+
+export default tseslint.config(
+  { ignores: ["lib/", "build/", "build-*/", "vendor/", "node_modules/", "prebuilds/", "test-output/", ".cache/"] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  { languageOptions: { globals: globals.node } },
+);

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace mmlm {
+
+struct DeviceInfo {
+    std::string name;
+    std::string description;
+    std::string type;  // "cpu", "gpu", "igpu", "accel"
+    std::string backend;
+    size_t memoryFree = 0;
+    size_t memoryTotal = 0;
+};
+
+struct SystemInfo {
+    std::string llamaCppCommit;
+    std::string backend;  // the build's selected backend: cpu, metal, cuda, vulkan
+    std::vector<std::string> backends;
+    std::vector<DeviceInfo> devices;
+    std::vector<std::string> cpuFeatures;
+    std::string mediaMarker;
+    std::string llamaSystemInfo;
+};
+
+// Backends must be initialised (engineInit) before this is called.
+SystemInfo collectSystemInfo();
+
+const char* defaultMediaMarker();
+
+// Routes llama.cpp / ggml / mtmd logs to stderr only when MULTIMODAL_LM_LOG is set.
+void engineInit();
+
+}  // namespace mmlm

@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// Builds a GPU variant into its own directory (build-<backend>/, so the default
+// build is untouched), loads it, and runs the device check on every device.
+//
+//   node scripts/check-gpu-build.mjs vulkan     (npm run check:vulkan)
+//   node scripts/check-gpu-build.mjs cuda       (npm run check:cuda)
+//
+// Exits non-zero unless a device of that backend computes the Q8_0 check correctly.
+// Needs `npm run build:ts` (lib/) first; `npm install` does that.
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const backend = process.argv[2];
+const names = { vulkan: "Vulkan", cuda: "CUDA", metal: "MTL" };
+if (!names[backend]) {
+  process.stderr.write("usage: check-gpu-build.mjs vulkan|cuda|metal\n");
+  process.exit(2);
+}
+const out = path.join(root, `build-${backend}`);
+const started = Date.now();
+const build = spawnSync(process.execPath, [path.join(root, "scripts", "build-native.mjs"), "--gpu", backend, "--out", out], {
+  cwd: root,
+  stdio: "inherit",
+});
+if (build.status !== 0) process.exit(build.status ?? 1);
+const buildSeconds = ((Date.now() - started) / 1000).toFixed(0);
+
+const binary = path.join(out, "Release", "multimodal_lm.node");
+if (!fs.existsSync(path.join(root, "lib", "index.js"))) {
+  process.stderr.write("lib/ is missing; run `npm run build:ts` first.\n");
+  process.exit(1);
+}
+const probe = `
+  const { systemInfo, checkDevices } = await import(${JSON.stringify(path.join(root, "lib", "index.js"))});
+  const info = systemInfo();
+  const checks = await checkDevices();
+  console.log(JSON.stringify({ info, checks }));
+`;
+const run = spawnSync(process.execPath, ["--input-type=module", "-e", probe], {
+  cwd: root,
+  encoding: "utf8",
+  env: { ...process.env, MULTIMODAL_LM_BINARY: binary },
+});
+if (run.status !== 0) {
+  process.stderr.write(run.stderr);
+  process.exit(run.status ?? 1);
+}
+const { info, checks } = JSON.parse(run.stdout.trim().split("\n").pop());
+console.log(`built ${binary} in ${buildSeconds}s (backend ${info.backend}, llama.cpp ${info.llamaCppCommit.slice(0, 8)})`);
+for (const d of info.devices) console.log(`device ${d.name} [${d.backend}, ${d.type}] ${d.description}`);
+for (const c of checks) {
+  console.log(`check  ${c.device}: ${c.ok ? "ok" : "FAILED"} maxError=${c.maxError.toExponential(2)} ${c.milliseconds.toFixed(1)}ms${c.error ? ` (${c.error})` : ""}`);
+}
+const gpuOk = checks.some((c) => c.backend === names[backend] && c.ok);
+if (!gpuOk) {
+  process.stderr.write(`no ${names[backend]} device passed the check; is a ${backend} driver installed?\n`);
+  process.exit(1);
+}

@@ -1,0 +1,105 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { bindingCandidates, loadBinding, packageRoot } from "../src/binding.js";
+import { BindingLoadError, MultimodalLMError } from "../src/errors.js";
+import { checkDevices, systemInfo } from "../src/system.js";
+
+const pin = JSON.parse(fs.readFileSync(path.join(packageRoot, "vendor", "llama.cpp.pin.json"), "utf8")) as {
+  commit: string;
+};
+
+describe("native addon", () => {
+  it("reports the pinned llama.cpp commit and the CPU backend", () => {
+    const info = systemInfo();
+    expect(info.llamaCppCommit).toBe(pin.commit);
+    expect(info.backend).toBe(process.platform === "darwin" ? "metal" : "cpu");
+    expect(info.backends).toContain("CPU");
+    expect(info.devices.some((d) => d.type === "cpu" && d.backend === "CPU")).toBe(true);
+    expect(info.llamaSystemInfo).toContain("CPU");
+  });
+
+  it("reports the media marker that mtmd expects", () => {
+    const info = systemInfo();
+    expect(info.mediaMarker).toBe("<__media__>");
+    expect(loadBinding().mediaMarker()).toBe(info.mediaMarker);
+  });
+
+  it.runIf(process.arch === "x64")("builds a portable x86-64 CPU backend: AVX2/FMA/F16C, no AVX-512 or AMX", () => {
+    const features = systemInfo().cpuFeatures;
+    expect(features).toEqual(expect.arrayContaining(["AVX", "AVX2", "FMA", "F16C"]));
+    expect(features.filter((f) => f.startsWith("AVX512") || f.startsWith("AMX"))).toEqual([]);
+  });
+
+  it("computes a Q8_0 matmul correctly on every device", async () => {
+    const results = await checkDevices();
+    expect(results.length).toBe(systemInfo().devices.length);
+    for (const r of results) {
+      expect(r, `${r.device}: ${r.error ?? ""}`).toMatchObject({ ok: true });
+      expect(r.maxError).toBeLessThan(0.02);
+    }
+  });
+});
+
+describe("binding loader", () => {
+  let tmp: string;
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "multimodal-lm-binding-"));
+  });
+  afterAll(() => {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it("lists every path it tried, and why, when nothing loads", () => {
+    const missing = path.join(tmp, "missing.node");
+    const corrupt = path.join(tmp, "corrupt.node");
+    fs.writeFileSync(corrupt, Buffer.from("this is not a shared library"));
+    // Loads fine but exports nothing of ours (a .cjs stands in for a foreign addon).
+    const notAddon = path.join(tmp, "not-an-addon.cjs");
+    fs.writeFileSync(notAddon, "module.exports = { hello() {} };");
+
+    let error: unknown;
+    try {
+      loadBinding([missing, corrupt, { path: notAddon, source: "prebuild" }]);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(BindingLoadError);
+    expect(error).toBeInstanceOf(MultimodalLMError);
+    const loadError = error as BindingLoadError;
+    expect(loadError.code).toBe("E_BINDING_LOAD");
+    expect(loadError.attempts.map((a) => a.path)).toEqual([missing, corrupt, notAddon]);
+    expect(loadError.attempts[0]!.reason).toBe("not found");
+    expect(loadError.attempts[1]!.reason).toMatch(/invalid ELF header|file too short|not a mach-o|not a valid Win32/i);
+    expect(loadError.attempts[2]!.reason).toMatch(/not a multimodal-lm addon/);
+    expect(loadError.message).toContain(`${missing} (explicit): not found`);
+    expect(loadError.message).toContain(corrupt);
+    expect(loadError.message).toContain("npm rebuild multimodal-lm");
+    expect(loadError.message).toContain("MULTIMODAL_LM_BINARY");
+  });
+
+  it("falls through a bad candidate to a working one", () => {
+    const missing = path.join(tmp, "missing.node");
+    const good = bindingCandidates().find((c) => fs.existsSync(c.path));
+    expect(good).toBeDefined();
+    const binding = loadBinding([missing, good!]);
+    expect(binding.systemInfo().llamaCppCommit).toBe(pin.commit);
+  });
+
+  it("tries MULTIMODAL_LM_BINARY first, then prebuilds, then the local build", () => {
+    const env = { MULTIMODAL_LM_BINARY: "/opt/x/multimodal_lm.node" };
+    const candidates = bindingCandidates("/pkg", env);
+    expect(candidates[0]).toEqual({ path: "/opt/x/multimodal_lm.node", source: "MULTIMODAL_LM_BINARY" });
+    expect(candidates[1]).toEqual({
+      path: path.join("/pkg", "prebuilds", `${process.platform}-${process.arch}`, "multimodal_lm.glibc.node"),
+      source: "prebuild",
+    });
+    expect(candidates.slice(2)).toEqual([
+      { path: path.join("/pkg", "build", "Release", "multimodal_lm.node"), source: "local build" },
+      { path: path.join("/pkg", "build", "Debug", "multimodal_lm.node"), source: "local build" },
+    ]);
+  });
+});

@@ -1,0 +1,76 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+import { afterAll, describe, expect, it } from "vitest";
+
+import { packageRoot } from "../src/binding.js";
+
+const pin = JSON.parse(fs.readFileSync(path.join(packageRoot, "vendor", "llama.cpp.pin.json"), "utf8")) as {
+  package: string;
+  version: string;
+  commit: string;
+};
+const script = (name: string) => path.join(packageRoot, "scripts", name);
+const tmpDirs: string[] = [];
+afterAll(() => {
+  for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe("vendored llama.cpp", () => {
+  it("is materialized at the pinned commit, and re-running is a fast no-op", () => {
+    const head = execFileSync("git", ["-C", path.join(packageRoot, "vendor", "llama.cpp"), "rev-parse", "HEAD"], {
+      encoding: "utf8",
+    }).trim();
+    expect(head).toBe(pin.commit);
+    const check = spawnSync(process.execPath, [script("vendor-llama.mjs"), "--check"], { encoding: "utf8" });
+    expect(check.status, check.stderr).toBe(0);
+    const again = spawnSync(process.execPath, [script("vendor-llama.mjs")], { encoding: "utf8" });
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stderr).toContain(`already at ${pin.commit}`);
+  });
+
+  it("is not tracked by git, and neither are binaries or models", () => {
+    const tracked = execFileSync("git", ["ls-files"], { cwd: packageRoot, encoding: "utf8" }).split("\n");
+    const offending = tracked.filter(
+      (f) => f.startsWith("vendor/llama.cpp/") || /\.(node|gguf|so|dylib|dll|a|o)$/.test(f) || f.startsWith("build/"),
+    );
+    expect(offending).toEqual([]);
+  });
+});
+
+describe("llama-mtmd-cli parity reference", () => {
+  const cli = path.join(packageRoot, "build", "bin", process.platform === "win32" ? "llama-mtmd-cli.exe" : "llama-mtmd-cli");
+
+  it("is built from the same tree as the addon", () => {
+    expect(fs.existsSync(cli), `${cli} missing; run \`npm run build:reference\``).toBe(true);
+    const version = spawnSync(cli, ["--version"], { encoding: "utf8" });
+    expect(version.status).toBe(0);
+    expect(version.stdout + version.stderr).toContain(pin.commit);
+  });
+});
+
+describe("build switch", () => {
+  it("rejects an unknown backend with the list of valid ones", () => {
+    const result = spawnSync(process.execPath, [script("build-native.mjs"), "--gpu", "opencl"], { encoding: "utf8" });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain("MULTIMODAL_LM_GPU=opencl is not one of auto, cpu, metal, cuda, vulkan");
+  });
+
+  const hasCublas = ["/usr/local/cuda/lib64", "/usr/local/cuda-13.0/lib64", "/usr/lib/x86_64-linux-gnu"].some(
+    (dir) => fs.existsSync(dir) && fs.readdirSync(dir).some((f) => f.startsWith("libcublas.so")),
+  );
+  it.skipIf(hasCublas)("fails CUDA early, at configure time, naming the missing piece", () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "multimodal-lm-cuda-"));
+    tmpDirs.push(out);
+    const result = spawnSync(process.execPath, [script("build-native.mjs"), "--gpu", "cuda", "--out", out, "--configure-only"], {
+      encoding: "utf8",
+      env: { ...process.env, CUDACXX: process.env.CUDACXX ?? "" },
+    });
+    const output = result.stdout + result.stderr;
+    expect(result.status).toBe(1);
+    expect(output).toMatch(/cuBLAS is missing|the CUDA Toolkit was not found/);
+    expect(output).toContain("MULTIMODAL_LM_GPU=cpu");
+  }, 120_000);
+});
