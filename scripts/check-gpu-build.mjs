@@ -56,6 +56,10 @@ for (const c of checks) {
 }
 const gpuOk = checks.some((c) => c.backend === names[backend] && c.ok);
 if (!gpuOk) {
-  process.stderr.write(`no ${names[backend]} device passed the check; is a ${backend} driver installed?\n`);
+  const hint =
+    backend === "vulkan" && !process.env.GGML_VK_VISIBLE_DEVICES
+      ? " ggml skips CPU-type Vulkan devices (lavapipe/llvmpipe) unless they are named: try GGML_VK_VISIBLE_DEVICES=0."
+      : "";
+  process.stderr.write(`no ${names[backend]} device passed the check; is a ${backend} driver installed?${hint}\n`);
   process.exit(1);
 }

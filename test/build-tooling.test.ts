@@ -74,3 +74,23 @@ describe("build switch", () => {
     expect(output).toContain("MULTIMODAL_LM_GPU=cpu");
   }, 120_000);
 });
+
+describe("vulkan switch", () => {
+  it("configures, or fails at configure time naming the missing piece", () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "multimodal-lm-vulkan-"));
+    tmpDirs.push(out);
+    const result = spawnSync(process.execPath, [script("build-native.mjs"), "--gpu", "vulkan", "--out", out, "--configure-only"], {
+      encoding: "utf8",
+      env: { ...process.env, MULTIMODAL_LM_CMAKE_ARGS: "" },
+    });
+    const output = result.stdout + result.stderr;
+    if (result.status === 0) {
+      expect(output).toContain("multimodal-lm: backend vulkan");
+    } else {
+      expect(output).toMatch(
+        /Vulkan loader and headers were not found|`glslc` shader compiler was not found|SPIRV-Headers were not found|needs VK_EXT_layer_settings|does not support GL_KHR_cooperative_matrix/,
+      );
+      expect(output).toContain("MULTIMODAL_LM_GPU=vulkan");
+    }
+  }, 180_000);
+});
