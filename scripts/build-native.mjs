@@ -92,8 +92,10 @@ function main() {
   // `cmake-js build` alone skips configuring an existing tree, so option changes would be lost.
   const steps = [["configure", ...common]];
   if (!options.configureOnly) steps.push(["build", ...common, "--parallel", String(os.availableParallelism())]);
+  // Paths under the checkout hash as relative, so ccache hits across clones (CI, worktrees).
+  const env = { ...process.env, CCACHE_BASEDIR: process.env.CCACHE_BASEDIR ?? root };
   for (const step of steps) {
-    const result = spawnSync(process.execPath, [cmakeJs, ...step], { cwd: root, stdio: "inherit" });
+    const result = spawnSync(process.execPath, [cmakeJs, ...step], { cwd: root, stdio: "inherit", env });
     if (result.status !== 0) {
       fail(`cmake-js ${step[0]} exited with ${result.status ?? result.signal}. The CMake output above names the failing step.`);
     }

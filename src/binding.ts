@@ -19,29 +19,45 @@ export interface BindingCandidate {
   source: BindingSource;
 }
 
+function modifiedAt(file: string): number | undefined {
+  try {
+    return fs.statSync(file).mtimeMs;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Where the addon may live, in load order: an explicit MULTIMODAL_LM_BINARY,
- * then prebuilds/<platform>-<arch>/ (prebuildify layout), then the local cmake-js build.
+ * then prebuilds/<platform>-<arch>/ (prebuildify layout), then the local cmake-js
+ * build. A local build that is newer than every prebuild goes first: it was made
+ * on purpose (a from-source install with MULTIMODAL_LM_GPU, or a developer rebuild).
  */
 export function bindingCandidates(root: string = packageRoot, env: NodeJS.ProcessEnv = process.env): BindingCandidate[] {
-  const candidates: BindingCandidate[] = [];
-  if (env.MULTIMODAL_LM_BINARY) {
-    candidates.push({ path: path.resolve(env.MULTIMODAL_LM_BINARY), source: "MULTIMODAL_LM_BINARY" });
-  }
+  const explicit: BindingCandidate[] = env.MULTIMODAL_LM_BINARY
+    ? [{ path: path.resolve(env.MULTIMODAL_LM_BINARY), source: "MULTIMODAL_LM_BINARY" }]
+    : [];
+
   const prebuildDir = path.join(root, "prebuilds", `${process.platform}-${process.arch}`);
-  const prebuilt = fs.existsSync(prebuildDir)
+  const prebuiltNames = fs.existsSync(prebuildDir)
     ? fs
         .readdirSync(prebuildDir)
         .filter((name) => name.endsWith(".node"))
         .sort()
     : [];
   // Listed even when absent, so a load error shows where prebuilds would be.
-  if (prebuilt.length === 0) prebuilt.push("multimodal_lm.glibc.node");
-  for (const name of prebuilt) candidates.push({ path: path.join(prebuildDir, name), source: "prebuild" });
-  for (const config of ["Release", "Debug"]) {
-    candidates.push({ path: path.join(root, "build", config, ADDON_FILE), source: "local build" });
-  }
-  return candidates;
+  if (prebuiltNames.length === 0) prebuiltNames.push("multimodal_lm.glibc.node");
+  const prebuilt: BindingCandidate[] = prebuiltNames.map((name) => ({ path: path.join(prebuildDir, name), source: "prebuild" }));
+
+  const local: BindingCandidate[] = ["Release", "Debug"].map((config) => ({
+    path: path.join(root, "build", config, ADDON_FILE),
+    source: "local build",
+  }));
+
+  const newestPrebuild = Math.max(-Infinity, ...prebuilt.map((c) => modifiedAt(c.path) ?? -Infinity));
+  const localTime = modifiedAt(local[0]!.path);
+  const localFirst = localTime !== undefined && localTime > newestPrebuild;
+  return [...explicit, ...(localFirst ? [...local, ...prebuilt] : [...prebuilt, ...local])];
 }
 
 function describeLoadFailure(error: unknown): string {

@@ -103,3 +103,30 @@ describe("binding loader", () => {
     ]);
   });
 });
+
+describe("binding candidate order", () => {
+  let root: string;
+  const platformDir = () => path.join(root, "prebuilds", `${process.platform}-${process.arch}`);
+  const touch = (file: string, seconds: number) => {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, "");
+    fs.utimesSync(file, seconds, seconds);
+  };
+  beforeAll(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), "multimodal-lm-order-"));
+  });
+  afterAll(() => {
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  it("prefers a prebuild over an older local build", () => {
+    touch(path.join(root, "build", "Release", "multimodal_lm.node"), 1_000);
+    touch(path.join(platformDir(), "multimodal_lm.glibc.node"), 2_000);
+    expect(bindingCandidates(root, {}).map((c) => c.source)).toEqual(["prebuild", "local build", "local build"]);
+  });
+
+  it("prefers a local build made after the prebuild (e.g. a from-source GPU install)", () => {
+    touch(path.join(root, "build", "Release", "multimodal_lm.node"), 3_000);
+    expect(bindingCandidates(root, {}).map((c) => c.source)).toEqual(["local build", "local build", "prebuild"]);
+  });
+});
