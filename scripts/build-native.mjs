@@ -25,23 +25,30 @@ function fail(message) {
   process.exit(1);
 }
 
+const USAGE = `build-native.mjs [--gpu ${BACKENDS.join("|")}] [--reference] [--out DIR] [--debug] [--configure-only]`;
+
 function parseArgs(argv) {
   const options = { gpu: undefined, reference: false, out: "build", debug: false, configureOnly: false };
+  const valueOf = (i) => {
+    const value = argv[i + 1];
+    if (value === undefined || value.startsWith("--")) fail(`${argv[i]} needs a value. Usage: ${USAGE}`);
+    return value;
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--reference") options.reference = true;
     else if (arg === "--debug") options.debug = true;
     else if (arg === "--configure-only") options.configureOnly = true;
-    else if (arg === "--gpu") options.gpu = argv[++i];
-    else if (arg === "--out") options.out = argv[++i];
-    else fail(`unknown argument ${arg}. Usage: build-native.mjs [--gpu ${BACKENDS.join("|")}] [--reference] [--out DIR] [--debug] [--configure-only]`);
+    else if (arg === "--gpu") options.gpu = valueOf(i++);
+    else if (arg === "--out") options.out = valueOf(i++);
+    else fail(`unknown argument ${arg}. Usage: ${USAGE}`);
   }
   return options;
 }
 
 // An explicit choice wins; otherwise an existing build keeps the backend it was
 // configured with, so `npm test` does not silently turn a Vulkan build into CPU.
-export function resolveBackend(explicit, env = process.env) {
+function resolveBackend(explicit, env = process.env) {
   const value = explicit ?? env.MULTIMODAL_LM_GPU ?? env.npm_config_multimodal_lm_gpu;
   if (value === undefined || value === "") return undefined;
   const lower = value.toLowerCase();
@@ -102,6 +109,4 @@ function main() {
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main();
-}
+main();

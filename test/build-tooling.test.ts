@@ -58,6 +58,21 @@ describe("build switch", () => {
     expect(result.stderr).toContain("MULTIMODAL_LM_GPU=opencl is not one of auto, cpu, metal, cuda, vulkan");
   });
 
+  it("rejects a switch without a value, and CMake args that are not -DNAME=VALUE", () => {
+    const noValue = spawnSync(process.execPath, [script("build-native.mjs"), "--out"], { encoding: "utf8" });
+    expect(noValue.status).toBe(1);
+    expect(noValue.stderr).toContain("--out needs a value");
+    const gpuNoValue = spawnSync(process.execPath, [script("build-native.mjs"), "--gpu", "--reference"], { encoding: "utf8" });
+    expect(gpuNoValue.status).toBe(1);
+    expect(gpuNoValue.stderr).toContain("--gpu needs a value");
+    const badArgs = spawnSync(process.execPath, [script("build-native.mjs")], {
+      encoding: "utf8",
+      env: { ...process.env, MULTIMODAL_LM_CMAKE_ARGS: "GGML_CUDA=ON" },
+    });
+    expect(badArgs.status).toBe(1);
+    expect(badArgs.stderr).toContain("MULTIMODAL_LM_CMAKE_ARGS entries must look like -DNAME=VALUE, got GGML_CUDA=ON");
+  });
+
   const hasCublas = ["/usr/local/cuda/lib64", "/usr/local/cuda-13.0/lib64", "/usr/lib/x86_64-linux-gnu"].some(
     (dir) => fs.existsSync(dir) && fs.readdirSync(dir).some((f) => f.startsWith("libcublas.so")),
   );
