@@ -1,5 +1,9 @@
 /** Stable machine-readable error codes. Never renamed once published. */
-export type MultimodalLMErrorCode = "E_BINDING_LOAD";
+export type MultimodalLMErrorCode =
+  /** The native addon could not be loaded. */
+  | "E_BINDING_LOAD"
+  /** An argument or option failed validation; the message names it and what was expected. */
+  | "E_INVALID_ARGUMENT";
 
 /** Base class of every error multimodal-lm throws on purpose. */
 export class MultimodalLMError extends Error {

@@ -1,0 +1,19 @@
+export { BYTE_TO_CHAR, MERGE_CORPUS, TokenType, VocabBuilder, fromByteLevel, nonPrintableIds, toByteLevel, trainMerges } from "./bpe.js";
+export type { Vocab } from "./bpe.js";
+export { encodePng, testPattern, writeTestImage } from "./image.js";
+export { QWEN2VL_2B, QWEN2VL_CHAT_TEMPLATE, QWEN2VL_TINY } from "./qwen2vl.js";
+export type { Qwen2VLDims } from "./qwen2vl.js";
+export { Rng } from "./random.js";
+export {
+  RECIPES,
+  buildRecipe,
+  defaultCacheDir,
+  ensureTestModel,
+  getRecipe,
+  resolveOptions,
+  testModelKey,
+  writeTestModel,
+} from "./recipe.js";
+export type { HeadKind, MatrixTypeName, Recipe, RecipeProgress, TestModelFiles, TestModelOptions } from "./recipe.js";
+export { SMOLVLM_256M, SMOLVLM_CHAT_TEMPLATE, SMOLVLM_TINY } from "./smolvlm.js";
+export type { SmolVLMDims } from "./smolvlm.js";

@@ -1,0 +1,239 @@
+import { createHash } from "node:crypto";
+import { access, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { readFileSync, readdirSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { MultimodalLMError } from "../errors.js";
+import { GGMLType } from "../gguf/types.js";
+import type { GGUFWriter } from "../gguf/writer.js";
+import { QWEN2VL_2B, QWEN2VL_TINY, buildQwen2VL } from "./qwen2vl.js";
+import { SMOLVLM_256M, SMOLVLM_TINY, buildSmolVLM } from "./smolvlm.js";
+
+/**
+ * Hash of the generator's own code (this folder and the GGUF writer). It is part of every cache
+ * key, so any change to weights, tokenizer or metadata regenerates cached models.
+ */
+let generatorHash: string | undefined;
+function generatorVersion(): string {
+  if (generatorHash === undefined) {
+    const hash = createHash("sha256");
+    const here = dirname(fileURLToPath(import.meta.url));
+    for (const dir of [here, join(here, "..", "gguf")]) {
+      for (const file of readdirSync(dir).filter((f) => /\.(ts|js)$/.test(f) && !f.endsWith(".d.ts")).sort()) {
+        hash.update(file).update(readFileSync(join(dir, file)));
+      }
+    }
+    generatorHash = hash.digest("hex");
+  }
+  return generatorHash;
+}
+
+export type HeadKind = "printable" | "random" | "tied";
+export type MatrixTypeName = "f32" | "f16" | "q8_0";
+
+const MATRIX_TYPES: Record<MatrixTypeName, GGMLType> = { f32: GGMLType.F32, f16: GGMLType.F16, q8_0: GGMLType.Q8_0 };
+
+/** What a caller may choose; every field has a per-recipe default. */
+export interface TestModelOptions {
+  /** Seed of every weight (unsigned 32-bit). Default 0. */
+  seed?: number;
+  /** Type of the text model's matrices. Tiny recipes default to f32, bench recipes to q8_0. */
+  textType?: MatrixTypeName;
+  /** Type of the projector's matrices. Tiny recipes default to f32, bench recipes to f16. */
+  visionType?: MatrixTypeName;
+  /**
+   * Output head. `printable` (tiny default): untied, and the rows of special, unused and
+   * non-printable tokens are zero, so greedy decoding always yields exactly `-n` printable
+   * tokens. `random`: untied, any token including EOS can come out. `tied` (bench default):
+   * reuses token_embd, as the real models do.
+   */
+  head?: HeadKind;
+}
+
+export interface RecipeOptions {
+  seed: number;
+  textType: GGMLType;
+  visionType: GGMLType;
+  head: HeadKind;
+}
+
+export interface RecipeBuild {
+  text: GGUFWriter;
+  mmproj: GGUFWriter;
+}
+
+export interface Recipe {
+  name: string;
+  kind: "tiny" | "bench";
+  description: string;
+  defaults: Required<Omit<TestModelOptions, "seed">>;
+  /** The dimensions the recipe writes; part of the cache key. */
+  shape: object;
+  build(options: RecipeOptions): RecipeBuild;
+}
+
+export const RECIPES: readonly Recipe[] = [
+  {
+    name: "qwen2vl-tiny",
+    kind: "tiny",
+    description: "Qwen2-VL family (qwen2vl + qwen2vl_merger, M-RoPE, 2-frame temporal merge), a few MB",
+    defaults: { textType: "f32", visionType: "f32", head: "printable" },
+    shape: QWEN2VL_TINY,
+    build: (o) => buildQwen2VL(QWEN2VL_TINY, o),
+  },
+  {
+    name: "smolvlm-tiny",
+    kind: "tiny",
+    description: "SmolVLM family (llama + idefics3, image tiling), a few MB",
+    defaults: { textType: "f32", visionType: "f32", head: "printable" },
+    shape: SMOLVLM_TINY,
+    build: (o) => buildSmolVLM(SMOLVLM_TINY, o),
+  },
+  {
+    name: "qwen2vl-2b-bench",
+    kind: "bench",
+    description: "Random weights with Qwen2-VL-2B-Instruct's dimensions, for speed measurement only (about 3 GB)",
+    defaults: { textType: "q8_0", visionType: "f16", head: "tied" },
+    shape: QWEN2VL_2B,
+    build: (o) => buildQwen2VL(QWEN2VL_2B, o),
+  },
+  {
+    name: "smolvlm-256m-bench",
+    kind: "bench",
+    description: "Random weights with SmolVLM-256M-Instruct's dimensions, for speed measurement only (about 330 MB)",
+    defaults: { textType: "q8_0", visionType: "f16", head: "tied" },
+    shape: SMOLVLM_256M,
+    build: (o) => buildSmolVLM(SMOLVLM_256M, o),
+  },
+];
+
+function invalid(message: string): MultimodalLMError {
+  return new MultimodalLMError("E_INVALID_ARGUMENT", message);
+}
+
+export function getRecipe(name: string): Recipe {
+  const recipe = RECIPES.find((r) => r.name === name);
+  if (!recipe) {
+    throw invalid(`Unknown test-model recipe "${name}". Available: ${RECIPES.map((r) => r.name).join(", ")}`);
+  }
+  return recipe;
+}
+
+/** Defaults filled in and every option validated. */
+export function resolveOptions(recipe: Recipe, options: TestModelOptions = {}): Required<TestModelOptions> {
+  const o = { seed: 0, ...recipe.defaults, ...stripUndefined(options) };
+  if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff) {
+    throw invalid(`Expected an integer 0..4294967295 for seed but received ${String(o.seed)}`);
+  }
+  for (const key of ["textType", "visionType"] as const) {
+    if (!(o[key] in MATRIX_TYPES)) {
+      throw invalid(`Expected one of ${Object.keys(MATRIX_TYPES).join(", ")} for ${key} but received ${String(o[key])}`);
+    }
+  }
+  if (!["printable", "random", "tied"].includes(o.head)) {
+    throw invalid(`Expected printable, random or tied for head but received ${String(o.head)}`);
+  }
+  return o;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export interface TestModelFiles {
+  recipe: string;
+  options: Required<TestModelOptions>;
+  /** Text model GGUF. */
+  model: string;
+  /** Projector (mmproj) GGUF. */
+  mmproj: string;
+  bytes: number;
+}
+
+export interface RecipeProgress {
+  file: string;
+  bytesWritten: number;
+  totalBytes: number;
+}
+
+/** Build a recipe's two writers (no I/O yet). */
+export function buildRecipe(name: string, options: TestModelOptions = {}): { recipe: Recipe; options: Required<TestModelOptions>; build: RecipeBuild } {
+  const recipe = getRecipe(name);
+  const o = resolveOptions(recipe, options);
+  const build = recipe.build({ seed: o.seed, textType: MATRIX_TYPES[o.textType], visionType: MATRIX_TYPES[o.visionType], head: o.head });
+  return { recipe, options: o, build };
+}
+
+/**
+ * Write a recipe's model and projector into `dir` as `<recipe>.gguf` and `mmproj-<recipe>.gguf`.
+ * Files appear only when complete.
+ */
+export async function writeTestModel(
+  name: string,
+  dir: string,
+  options: TestModelOptions & { onProgress?: (p: RecipeProgress) => void; signal?: AbortSignal } = {},
+): Promise<TestModelFiles> {
+  const { onProgress, signal, ...modelOptions } = options;
+  const { recipe, options: o, build } = buildRecipe(name, modelOptions);
+  await mkdir(dir, { recursive: true });
+  const model = join(dir, `${recipe.name}.gguf`);
+  const mmproj = join(dir, `mmproj-${recipe.name}.gguf`);
+  const totalBytes = build.text.totalBytes + build.mmproj.totalBytes;
+  let done = 0;
+  for (const [writer, path] of [
+    [build.text, model],
+    [build.mmproj, mmproj],
+  ] as const) {
+    const before = done;
+    const r = await writer.write(path, {
+      signal,
+      onProgress: (p) => onProgress?.({ file: path, bytesWritten: before + p.bytesWritten, totalBytes }),
+    });
+    done += r.bytes;
+  }
+  return { recipe: recipe.name, options: o, model, mmproj, bytes: done };
+}
+
+/** Cache key of a recipe with resolved options: changes whenever the generated bytes would. */
+export function testModelKey(name: string, options: TestModelOptions = {}): string {
+  const recipe = getRecipe(name);
+  const o = resolveOptions(recipe, options);
+  const hash = createHash("sha256")
+    .update(JSON.stringify({ generator: generatorVersion(), recipe: recipe.name, shape: recipe.shape, ...o }))
+    .digest("hex")
+    .slice(0, 12);
+  return `${recipe.name}-s${o.seed}-${hash}`;
+}
+
+const MANIFEST = "test-model.json";
+
+/**
+ * The recipe's files from `cacheDir/<key>/`, generating them first if they are not there yet.
+ * A manifest written last marks a complete entry. Every file is renamed into place whole, so
+ * concurrent callers (parallel test workers) at worst generate the same bytes twice.
+ */
+export async function ensureTestModel(
+  name: string,
+  options: TestModelOptions & { cacheDir?: string; onProgress?: (p: RecipeProgress) => void } = {},
+): Promise<TestModelFiles & { cached: boolean }> {
+  const { cacheDir = defaultCacheDir(), onProgress, ...modelOptions } = options;
+  const dir = join(cacheDir, testModelKey(name, modelOptions));
+  try {
+    const manifest = JSON.parse(await readFile(join(dir, MANIFEST), "utf8")) as TestModelFiles;
+    const files = { ...manifest, model: join(dir, basename(manifest.model)), mmproj: join(dir, basename(manifest.mmproj)) };
+    await Promise.all([access(files.model), access(files.mmproj)]);
+    return { ...files, cached: true };
+  } catch {
+    // Not cached yet, or incomplete: generate below.
+  }
+  const files = await writeTestModel(name, dir, { ...modelOptions, onProgress });
+  const tmp = join(dir, `.${MANIFEST}.${process.pid}.tmp`);
+  await writeFile(tmp, JSON.stringify(files, null, 2));
+  await rename(tmp, join(dir, MANIFEST));
+  return { ...files, cached: false };
+}
+
+/** `MULTIMODAL_LM_TEST_MODELS` if set, else `.cache/test-models` in the working directory. */
+export function defaultCacheDir(): string {
+  return process.env.MULTIMODAL_LM_TEST_MODELS || join(process.cwd(), ".cache", "test-models");
+}
