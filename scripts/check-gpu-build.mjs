@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // Builds a GPU variant into its own directory (build-<backend>/, so the default
-// build is untouched), loads it, and runs the device check on every device.
+// build is untouched), loads it, runs the device check on every device, then runs
+// each tiny test model through that build's llama-mtmd-cli and compares the text
+// with the CPU reference build (build/bin/llama-mtmd-cli) when there is one.
 //
 //   node scripts/check-gpu-build.mjs vulkan     (npm run check:vulkan)
 //   node scripts/check-gpu-build.mjs cuda       (npm run check:cuda)
 //
-// Exits non-zero unless a device of that backend computes the Q8_0 check correctly.
+// Exits non-zero unless a device of that backend computes the Q8_0 check correctly
+// and every tiny model generates on it.
 // Needs `npm run build:ts` (lib/) first; `npm install` does that.
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -21,7 +24,7 @@ if (!names[backend]) {
 }
 const out = path.join(root, `build-${backend}`);
 const started = Date.now();
-const build = spawnSync(process.execPath, [path.join(root, "scripts", "build-native.mjs"), "--gpu", backend, "--out", out], {
+const build = spawnSync(process.execPath, [path.join(root, "scripts", "build-native.mjs"), "--gpu", backend, "--out", out, "--reference"], {
   cwd: root,
   stdio: "inherit",
 });
@@ -63,3 +66,26 @@ if (!gpuOk) {
   process.stderr.write(`no ${names[backend]} device passed the check; is a ${backend} driver installed?${hint}\n`);
   process.exit(1);
 }
+
+// The tiny test models on this backend (all layers and the projector offloaded by default).
+const tm = await import(path.join(root, "lib", "test-models", "index.js"));
+const image = await tm.writeTestImage(path.join(out, "check-image.png"), { width: 84, height: 84 });
+const cpuCli = tm.referenceCliPath(path.join(root, "build"));
+let failed = false;
+for (const recipe of ["qwen2vl-tiny", "smolvlm-tiny"]) {
+  const files = await tm.ensureTestModel(recipe, { cacheDir: path.join(root, ".cache", "test-models") });
+  const request = { model: files.model, mmproj: files.mmproj, images: [image], prompt: "Describe this image." };
+  try {
+    const gpu = tm.runReference({ ...request, cli: tm.referenceCliPath(out) });
+    let versus = "(no CPU reference build to compare with)";
+    if (fs.existsSync(cpuCli)) {
+      const cpu = tm.runReference({ ...request, cli: cpuCli });
+      versus = cpu.text === gpu.text ? "= CPU output" : `differs from CPU ${JSON.stringify(cpu.text)} (backends may round differently)`;
+    }
+    console.log(`model  ${recipe}: ${JSON.stringify(gpu.text)} ${versus}`);
+  } catch (err) {
+    failed = true;
+    console.error(`model  ${recipe}: FAILED ${err.message}`);
+  }
+}
+if (failed) process.exit(1);

@@ -17,7 +17,7 @@ import {
   type GGUFValue,
 } from "../src/gguf/index.js";
 import { ensureTestModel, writeTestImage } from "../src/test-models/index.js";
-import { loadWithReference } from "./support/reference.js";
+import { loadWithReference } from "../src/test-models/reference-cli.js";
 
 let tmp: string;
 beforeAll(() => {

@@ -23,7 +23,7 @@ import {
   writeTestImage,
   type TestModelFiles,
 } from "../src/test-models/index.js";
-import { runReference } from "./support/reference.js";
+import { runReference } from "../src/test-models/reference-cli.js";
 
 let tmp: string;
 let image: string;

@@ -1,16 +1,22 @@
+/**
+ * Drives the reference `llama-mtmd-cli` (built from the vendored tree by `npm run build:reference`)
+ * for parity checks, working around its unflushed log output.
+ */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { packageRoot } from "../../src/binding.js";
+import { packageRoot } from "../binding.js";
 
-/** `llama-mtmd-cli` built from the vendored tree by `npm run build:reference` (run by `pretest`). */
-export const MTMD_CLI = join(packageRoot, "build", "bin", process.platform === "win32" ? "llama-mtmd-cli.exe" : "llama-mtmd-cli");
+/** Path of `llama-mtmd-cli` in a build directory (default: the package's `build/`). */
+export function referenceCliPath(buildDir = join(packageRoot, "build")): string {
+  return join(buildDir, "bin", process.platform === "win32" ? "llama-mtmd-cli.exe" : "llama-mtmd-cli");
+}
 
-export function requireReferenceCli(): string {
-  if (!existsSync(MTMD_CLI)) {
-    throw new Error(`${MTMD_CLI} is missing: run \`npm run build:reference\` (npm test runs it first).`);
+function requireReferenceCli(cli: string): string {
+  if (!existsSync(cli)) {
+    throw new Error(`${cli} is missing: run \`npm run build:reference\` (npm test runs it first).`);
   }
-  return MTMD_CLI;
+  return cli;
 }
 
 const MARKER = "<<<MULTIMODAL_LM_RESPONSE>>>";
@@ -33,6 +39,9 @@ export interface ReferenceRequest {
   seed?: number;
   extraArgs?: string[];
   maxAttempts?: number;
+  /** The CLI to run (default: `referenceCliPath()`). */
+  cli?: string;
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -45,7 +54,7 @@ export interface ReferenceRequest {
  * returned.
  */
 export function runReference(req: ReferenceRequest): ReferenceRun {
-  const cli = requireReferenceCli();
+  const cli = requireReferenceCli(req.cli ?? referenceCliPath());
   const args = ["-m", req.model, "--mmproj", req.mmproj];
   for (const image of req.images) args.push("--image", image);
   args.push("-p", req.prompt, "--jinja", "--temp", "0", "--seed", String(req.seed ?? 42), "-n", String(req.nPredict ?? 16));
@@ -55,7 +64,7 @@ export function runReference(req: ReferenceRequest): ReferenceRun {
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
     const r = spawnSync(cli, args, {
       encoding: "utf8",
-      env: { ...process.env, MTMD_TEST_RESPONSE_MARKER: MARKER },
+      env: { ...process.env, ...req.env, MTMD_TEST_RESPONSE_MARKER: MARKER },
       timeout: 120_000,
     });
     if (r.error) throw r.error;
@@ -83,8 +92,8 @@ export interface LoaderRejection {
  * Ask the reference CLI to load `model` and report how it ended. Retries (a few times) only to
  * see the error text, which the unflushed logger can drop; the exit status is always real.
  */
-export function loadWithReference(model: string, mmproj: string, image: string, expectInLog: RegExp): LoaderRejection {
-  const cli = requireReferenceCli();
+export function loadWithReference(model: string, mmproj: string, image: string, expectInLog: RegExp, cli = referenceCliPath()): LoaderRejection {
+  requireReferenceCli(cli);
   let result: LoaderRejection = { status: null, signal: null, stderr: "" };
   for (let attempt = 0; attempt < 20; attempt++) {
     const r = spawnSync(cli, ["-m", model, "--mmproj", mmproj, "--image", image, "-p", "hi", "-n", "1"], {
