@@ -71,6 +71,22 @@ describe("byte-level BPE", () => {
   });
 });
 
+describe("test images", () => {
+  it("rejects a bad size or seed with E_INVALID_ARGUMENT", async () => {
+    for (const [options, message] of [
+      [{ width: 0 }, /positive integer width and height/],
+      [{ height: 2.5 }, /positive integer width and height/],
+      [{ seed: -1 }, /0\.\.4294967295 for seed/],
+    ] as const) {
+      const error = await writeTestImage(path.join(tmp, "never.png"), options).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(MultimodalLMError);
+      expect((error as MultimodalLMError).code).toBe("E_INVALID_ARGUMENT");
+      expect((error as Error).message).toMatch(message);
+    }
+    expect(fs.existsSync(path.join(tmp, "never.png"))).toBe(false);
+  });
+});
+
 describe("recipes", () => {
   it("rejects unknown recipes and bad options with E_INVALID_ARGUMENT", () => {
     const bad: [() => unknown, RegExp][] = [
@@ -78,6 +94,7 @@ describe("recipes", () => {
       [() => buildRecipe("qwen2vl-tiny", { seed: -1 }), /seed/],
       [() => buildRecipe("qwen2vl-tiny", { textType: "q4_0" as never }), /f32, f16, q8_0 for textType/],
       [() => buildRecipe("qwen2vl-tiny", { head: "untied" as never }), /printable, random or tied/],
+      [() => buildRecipe("qwen2vl-tiny", { visionType: "toString" as never }), /f32, f16, q8_0 for visionType/],
     ];
     for (const [fn, message] of bad) {
       expect(fn).toThrow(MultimodalLMError);
@@ -257,6 +274,23 @@ describe("test-model CLI", () => {
     expect(r.status).toBe(0);
     expect(fs.readdirSync(out).sort()).toEqual(["mmproj-smolvlm-tiny.gguf", "smolvlm-tiny.gguf", "test-image.png"]);
     expect(r.stdout).toContain('"seed":5');
+  });
+
+  it("resolves --out against the directory npm was run from (INIT_CWD)", () => {
+    const r = spawnSync(process.execPath, [cli, "qwen2vl-tiny", "--out", "rel-out"], {
+      encoding: "utf8",
+      env: { ...process.env, INIT_CWD: tmp },
+    });
+    expect(r.status).toBe(0);
+    expect(fs.readdirSync(path.join(tmp, "rel-out")).sort()).toEqual(["mmproj-qwen2vl-tiny.gguf", "qwen2vl-tiny.gguf"]);
+  });
+
+  it("exits 1, not 2, when the output cannot be written", () => {
+    const blocker = path.join(tmp, "a-file");
+    fs.writeFileSync(blocker, "");
+    const r = run("qwen2vl-tiny", "--out", path.join(blocker, "sub"));
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^test-model: .*(ENOTDIR|EEXIST)/);
   });
 
   it("lists the recipes", () => {

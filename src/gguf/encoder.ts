@@ -1,15 +1,18 @@
 import { MultimodalLMError } from "../errors.js";
 import { GGUF_MAGIC, GGUF_VERSION, GGUFValueType, type GGMLType, type GGUFValue, type ScalarValueType } from "./types.js";
 
-const INT_RANGES: Partial<Record<GGUFValueType, [bigint, bigint]>> = {
-  [GGUFValueType.UINT8]: [0n, 0xffn],
-  [GGUFValueType.INT8]: [-0x80n, 0x7fn],
-  [GGUFValueType.UINT16]: [0n, 0xffffn],
-  [GGUFValueType.INT16]: [-0x8000n, 0x7fffn],
-  [GGUFValueType.UINT32]: [0n, 0xffffffffn],
-  [GGUFValueType.INT32]: [-0x80000000n, 0x7fffffffn],
-  [GGUFValueType.UINT64]: [0n, 0xffffffffffffffffn],
-  [GGUFValueType.INT64]: [-0x8000000000000000n, 0x7fffffffffffffffn],
+type IntWriter = (buf: Buffer, v: bigint, at: number) => void;
+
+/** Each integer type's range, width and writer. */
+const INT_TYPES: Partial<Record<GGUFValueType, { min: bigint; max: bigint; bytes: number; write: IntWriter }>> = {
+  [GGUFValueType.UINT8]: { min: 0n, max: 0xffn, bytes: 1, write: (b, v, at) => b.writeUInt8(Number(v), at) },
+  [GGUFValueType.INT8]: { min: -0x80n, max: 0x7fn, bytes: 1, write: (b, v, at) => b.writeInt8(Number(v), at) },
+  [GGUFValueType.UINT16]: { min: 0n, max: 0xffffn, bytes: 2, write: (b, v, at) => b.writeUInt16LE(Number(v), at) },
+  [GGUFValueType.INT16]: { min: -0x8000n, max: 0x7fffn, bytes: 2, write: (b, v, at) => b.writeInt16LE(Number(v), at) },
+  [GGUFValueType.UINT32]: { min: 0n, max: 0xffffffffn, bytes: 4, write: (b, v, at) => b.writeUInt32LE(Number(v), at) },
+  [GGUFValueType.INT32]: { min: -0x80000000n, max: 0x7fffffffn, bytes: 4, write: (b, v, at) => b.writeInt32LE(Number(v), at) },
+  [GGUFValueType.UINT64]: { min: 0n, max: 0xffffffffffffffffn, bytes: 8, write: (b, v, at) => b.writeBigUInt64LE(v, at) },
+  [GGUFValueType.INT64]: { min: -0x8000000000000000n, max: 0x7fffffffffffffffn, bytes: 8, write: (b, v, at) => b.writeBigInt64LE(v, at) },
 };
 
 function invalid(message: string): MultimodalLMError {
@@ -143,47 +146,16 @@ export class GGUFEncoder {
         if ((typeof v !== "number" || !Number.isInteger(v)) && typeof v !== "bigint") {
           throw invalid(`Expected an integer for ${where} but received ${String(v)}`);
         }
+        const int = INT_TYPES[type];
+        if (!int) throw invalid(`Unknown GGUF value type ${String(type)} for metadata "${key}"`);
         const big = BigInt(v);
-        const range = INT_RANGES[type];
-        if (!range) throw invalid(`Unknown GGUF value type ${String(type)} for metadata "${key}"`);
-        if (big < range[0] || big > range[1]) {
-          throw invalid(`Value ${big} is out of range for ${where}: expected ${range[0]}..${range[1]}`);
+        if (big < int.min || big > int.max) {
+          throw invalid(`Value ${big} is out of range for ${where}: expected ${int.min}..${int.max}`);
         }
-        this.integer(type, big);
+        this.reserve(int.bytes);
+        int.write(this.buf, big, this.len);
+        this.len += int.bytes;
       }
     }
-  }
-
-  private integer(type: ScalarValueType, v: bigint): void {
-    const size = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 10: 8, 11: 8 }[type as 0 | 1 | 2 | 3 | 4 | 5 | 10 | 11];
-    this.reserve(size);
-    const at = this.len;
-    switch (type) {
-      case GGUFValueType.UINT8:
-        this.buf.writeUInt8(Number(v), at);
-        break;
-      case GGUFValueType.INT8:
-        this.buf.writeInt8(Number(v), at);
-        break;
-      case GGUFValueType.UINT16:
-        this.buf.writeUInt16LE(Number(v), at);
-        break;
-      case GGUFValueType.INT16:
-        this.buf.writeInt16LE(Number(v), at);
-        break;
-      case GGUFValueType.UINT32:
-        this.buf.writeUInt32LE(Number(v), at);
-        break;
-      case GGUFValueType.INT32:
-        this.buf.writeInt32LE(Number(v), at);
-        break;
-      case GGUFValueType.UINT64:
-        this.buf.writeBigUInt64LE(v, at);
-        break;
-      case GGUFValueType.INT64:
-        this.buf.writeBigInt64LE(v, at);
-        break;
-    }
-    this.len += size;
   }
 }

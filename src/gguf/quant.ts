@@ -54,7 +54,7 @@ function roundAway(x: number): number {
  */
 export function quantizeQ8_0(src: Float32Array, out: Uint8Array): void {
   if (src.length % QK8_0 !== 0) throw new RangeError(`Q8_0 needs a multiple of ${QK8_0} values, got ${src.length}`);
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const q = new Int8Array(out.buffer, out.byteOffset, out.byteLength);
   const fround = Math.fround;
   for (let b = 0, o = 0; b < src.length; b += QK8_0, o += 2 + QK8_0) {
     let amax = 0;
@@ -64,27 +64,32 @@ export function quantizeQ8_0(src: Float32Array, out: Uint8Array): void {
     }
     const d = fround(amax / 127);
     const id = d ? fround(1 / d) : 0;
-    view.setUint16(o, f32ToF16Bits(d), true);
-    for (let j = 0; j < QK8_0; j++) {
-      view.setInt8(o + 2 + j, roundAway(fround(src[b + j]! * id)));
-    }
+    const h = f32ToF16Bits(d);
+    out[o] = h & 0xff;
+    out[o + 1] = h >>> 8;
+    for (let j = 0; j < QK8_0; j++) q[o + 2 + j] = roundAway(fround(src[b + j]! * id));
   }
 }
 
-/** Encode a run of values as `type` into a new buffer. */
+/**
+ * Encode a run of values as `type`. F32 is returned as a view of `src`, not a copy: write it
+ * out before `src` changes. Byte order is the host's, little-endian on every supported platform.
+ */
 export function encodeTensorData(type: GGMLType, src: Float32Array): Buffer {
-  if (type === GGMLType.F32) return Buffer.from(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
-  const layout = GGML_TYPE_LAYOUT[type];
-  const out = Buffer.allocUnsafe((src.length / layout.blockSize) * layout.blockBytes);
   switch (type) {
+    case GGMLType.F32:
+      return Buffer.from(src.buffer, src.byteOffset, src.byteLength);
     case GGMLType.F16: {
       const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
-      for (let i = 0; i < bits.length; i++) out.writeUInt16LE(f32BitsToF16Bits(bits[i]!), i * 2);
-      break;
+      const half = new Uint16Array(src.length);
+      for (let i = 0; i < bits.length; i++) half[i] = f32BitsToF16Bits(bits[i]!);
+      return Buffer.from(half.buffer);
     }
-    case GGMLType.Q8_0:
+    case GGMLType.Q8_0: {
+      const layout = GGML_TYPE_LAYOUT[type];
+      const out = Buffer.alloc((src.length / layout.blockSize) * layout.blockBytes);
       quantizeQ8_0(src, out);
-      break;
+      return out;
+    }
   }
-  return out;
 }

@@ -145,15 +145,19 @@ export class GGUFWriter {
 
   /** Size of the finished file in bytes. */
   get totalBytes(): number {
+    return this.encodeHeader().length + this.dataBytes();
+  }
+
+  private dataBytes(): number {
     let data = 0;
     for (const t of this.tensors) data += alignUp(ggmlTensorBytes(t.type, t.ne), this.alignment);
-    return this.encodeHeader().length + data;
+    return data;
   }
 
   /** Write the file. It is written to a temporary name beside `path` and renamed when complete. */
   async write(path: string, options: WriteOptions = {}): Promise<{ path: string; bytes: number }> {
     const header = this.encodeHeader();
-    const totalBytes = this.totalBytes;
+    const totalBytes = header.length + this.dataBytes();
     const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
     const fh = await open(tmp, "w");
     let ok = false;

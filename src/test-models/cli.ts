@@ -15,7 +15,7 @@ const USAGE = `Usage: npm run test-model -- <recipe> [options]
 Writes <recipe>.gguf and mmproj-<recipe>.gguf with deterministic random weights.
 
 Options:
-  --out <dir>           Directory to write to (default: ./test-models)
+  --out <dir>           Directory to write to, relative to where you run it (default: ./test-models)
   --seed <n>            Weight seed, 0..4294967295 (default: 0)
   --text-type <t>       f32 | f16 | q8_0 (default: f32 for tiny recipes, q8_0 for bench)
   --vision-type <t>     f32 | f16 | q8_0 (default: f32 for tiny recipes, f16 for bench)
@@ -63,7 +63,8 @@ async function main(argv: string[]): Promise<number> {
   if (values.seed !== undefined && (values.seed.trim() === "" || !Number.isInteger(seed))) {
     throw new MultimodalLMError("E_INVALID_ARGUMENT", `Expected an integer for --seed but received "${values.seed}"`);
   }
-  const out = resolve(values.out ?? "test-models");
+  // `npm run` starts scripts in the package root; resolve --out where the user typed it.
+  const out = resolve(process.env.INIT_CWD ?? process.cwd(), values.out ?? "test-models");
   const bar = new SingleBar({
     format: "writing {file} [{bar}] {percentage}% | {done} of {total}",
     hideCursor: true,
@@ -100,7 +101,9 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`test-model: ${message}\n`);
-    if (err instanceof Error && "code" in err && err.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") process.stderr.write(`\n${USAGE}`);
-    process.exitCode = err instanceof MultimodalLMError || (err instanceof Error && "code" in err) ? 2 : 1;
+    const usageError = err instanceof Error && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS");
+    if (usageError) process.stderr.write(`\n${USAGE}`);
+    // Bad arguments exit 2; anything else (a disk error, say) exits 1.
+    process.exitCode = err instanceof MultimodalLMError || usageError ? 2 : 1;
   },
 );

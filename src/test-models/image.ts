@@ -69,6 +69,9 @@ export function testPattern(width: number, height: number, seed = 0): Uint8Array
 /** Write `testPattern(width, height, seed)` as a PNG file. */
 export async function writeTestImage(path: string, options: { width?: number; height?: number; seed?: number } = {}): Promise<string> {
   const { width = 64, height = 64, seed = 0 } = options;
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+    throw new MultimodalLMError("E_INVALID_ARGUMENT", `Expected an integer 0..4294967295 for seed but received ${String(seed)}`);
+  }
   await writeFile(path, encodePng(width, height, testPattern(width, height, seed)));
   return path;
 }

@@ -1,6 +1,6 @@
 import { GGMLType, GGUFValueType } from "../gguf/types.js";
 import type { GGUFWriter } from "../gguf/writer.js";
-import type { Vocab } from "./bpe.js";
+import { nonPrintableIds, type Vocab } from "./bpe.js";
 import { constantFill, maskedRowsFill, normalFill } from "./random.js";
 
 /** Standard deviation of every random weight. */
@@ -24,7 +24,6 @@ export interface DecoderShape {
   nHead: number;
   nHeadKv: number;
   nFf: number;
-  nVocab: number;
   /** Q/K/V projections carry biases (Qwen2) or not (Llama). */
   qkvBias: boolean;
 }
@@ -33,18 +32,26 @@ export interface DecoderWeights {
   seed: number;
   /** Type of every 2-D matrix; norms and biases are always F32. */
   matrixType: GGMLType;
-  /**
-   * Output head: `tied` reuses token_embd (as the real models do); `random` is its own matrix;
-   * a set of ids gives a random head whose rows for those ids are zero (never chosen greedily).
-   */
-  head: "tied" | "random" | ReadonlySet<number>;
+  head: HeadKind;
+}
+
+/**
+ * Output head. `printable`: untied, with zero rows for special, unused and non-printable tokens
+ * (never chosen greedily). `random`: untied, nothing zeroed. `tied`: reuses token_embd, as the
+ * real models do.
+ */
+export type HeadKind = "printable" | "random" | "tied";
+
+/** A tensor of N(0, std) values from its own seeded stream. */
+export function addNormal(w: GGUFWriter, name: string, ne: number[], type: GGMLType, seed: number, std = WEIGHT_STD): void {
+  w.addTensor({ name, ne, type, data: normalFill(seed, name, std) });
 }
 
 /** `general.*` and `<arch>.*` hyperparameter keys of a Llama-style decoder (all UINT32 / FLOAT32, as the loader demands). */
 export function setDecoderHparams(
   w: GGUFWriter,
   arch: string,
-  h: Omit<DecoderShape, "nVocab" | "qkvBias"> & { name: string; fileType: number; contextLength: number; ropeFreqBase: number; rmsEps: number },
+  h: Omit<DecoderShape, "qkvBias"> & { name: string; fileType: number; contextLength: number; ropeFreqBase: number; rmsEps: number },
 ): void {
   w.setString("general.architecture", arch);
   w.setString("general.name", h.name);
@@ -60,26 +67,20 @@ export function setDecoderHparams(
 }
 
 /** Tensors of a Llama-style decoder (llama, qwen2vl), named as src/llama-arch.cpp names them. */
-export function addDecoderTensors(w: GGUFWriter, s: DecoderShape, o: DecoderWeights): void {
+export function addDecoderTensors(w: GGUFWriter, s: DecoderShape, o: DecoderWeights, vocab: Vocab): void {
   const headDim = s.nEmbd / s.nHead;
   const kvDim = s.nHeadKv * headDim;
-  const matrix = (name: string, ne: number[], std = WEIGHT_STD) =>
-    w.addTensor({ name, ne, type: o.matrixType, data: normalFill(o.seed, name, std) });
+  const nVocab = vocab.tokens.length;
+  const matrix = (name: string, ne: number[], std = WEIGHT_STD) => addNormal(w, name, ne, o.matrixType, o.seed, std);
   const norm = (name: string, n: number) => w.addTensor({ name, ne: [n], type: GGMLType.F32, data: constantFill(1) });
-  const bias = (name: string, n: number) =>
-    w.addTensor({ name, ne: [n], type: GGMLType.F32, data: normalFill(o.seed, name, WEIGHT_STD) });
+  const bias = (name: string, n: number) => addNormal(w, name, [n], GGMLType.F32, o.seed);
 
-  const embd = "token_embd.weight";
-  w.addTensor({ name: embd, ne: [s.nEmbd, s.nVocab], type: o.matrixType, data: normalFill(o.seed, embd, EMBEDDING_STD) });
+  matrix("token_embd.weight", [s.nEmbd, nVocab], EMBEDDING_STD);
   norm("output_norm.weight", s.nEmbd);
-  if (o.head === "random") matrix("output.weight", [s.nEmbd, s.nVocab]);
-  else if (o.head !== "tied") {
-    w.addTensor({
-      name: "output.weight",
-      ne: [s.nEmbd, s.nVocab],
-      type: o.matrixType,
-      data: maskedRowsFill(o.seed, "output.weight", WEIGHT_STD, s.nEmbd, o.head),
-    });
+  if (o.head === "random") matrix("output.weight", [s.nEmbd, nVocab]);
+  if (o.head === "printable") {
+    const data = maskedRowsFill(o.seed, "output.weight", WEIGHT_STD, s.nEmbd, nonPrintableIds(vocab));
+    w.addTensor({ name: "output.weight", ne: [s.nEmbd, nVocab], type: o.matrixType, data });
   }
   for (let i = 0; i < s.nLayer; i++) {
     const p = `blk.${i}`;
@@ -104,6 +105,7 @@ export interface VisionShape {
   nEmbd: number;
   nFf: number;
   nLayer: number;
+  nHead: number;
 }
 
 export interface VisionWeights {
@@ -129,32 +131,23 @@ export function addVisionBlocks(w: GGUFWriter, s: VisionShape, o: VisionWeights)
 
 /** `<prefix>.weight {nIn, nOut}` and, unless `bias` is false, `<prefix>.bias {nOut}`. */
 export function addLinear(w: GGUFWriter, prefix: string, nIn: number, nOut: number, o: VisionWeights, bias = true, std = WEIGHT_STD): void {
-  const weight = `${prefix}.weight`;
-  w.addTensor({ name: weight, ne: [nIn, nOut], type: o.matrixType, data: normalFill(o.seed, weight, std) });
-  if (bias) {
-    const name = `${prefix}.bias`;
-    w.addTensor({ name, ne: [nOut], type: GGMLType.F32, data: normalFill(o.seed, name, WEIGHT_STD) });
-  }
+  addNormal(w, `${prefix}.weight`, [nIn, nOut], o.matrixType, o.seed, std);
+  if (bias) addNormal(w, `${prefix}.bias`, [nOut], GGMLType.F32, o.seed);
 }
 
 export function addLayerNorm(w: GGUFWriter, prefix: string, n: number, seed: number): void {
   w.addTensor({ name: `${prefix}.weight`, ne: [n], type: GGMLType.F32, data: constantFill(1) });
-  const bias = `${prefix}.bias`;
-  w.addTensor({ name: bias, ne: [n], type: GGMLType.F32, data: normalFill(seed, bias, WEIGHT_STD) });
+  addNormal(w, `${prefix}.bias`, [n], GGMLType.F32, seed);
 }
 
 /** Keys every mmproj carries (conversion/base.py MmprojModel). */
 export function setClipBase(
   w: GGUFWriter,
-  c: {
+  c: VisionShape & {
     name: string;
     projectorType: string;
     imageSize: number;
     patchSize: number;
-    nEmbd: number;
-    nFf: number;
-    nLayer: number;
-    nHead: number;
     projectionDim: number;
     eps: number;
     mean: readonly number[];

@@ -1,8 +1,7 @@
 import { GGMLType, GGUFValueType } from "../gguf/types.js";
 import { GGUFWriter } from "../gguf/writer.js";
-import { MERGE_CORPUS, TokenType, VocabBuilder, nonPrintableIds, trainMerges, type Vocab } from "./bpe.js";
-import { WEIGHT_STD, addDecoderTensors, setDecoderHparams, addLayerNorm, addLinear, addVisionBlocks, fileTypeOf, setClipBase, setTokenizer } from "./layers.js";
-import { normalFill } from "./random.js";
+import { MERGE_CORPUS, TokenType, VocabBuilder, trainMerges, type Vocab } from "./bpe.js";
+import { addDecoderTensors, addNormal, setDecoderHparams, addLayerNorm, addLinear, addVisionBlocks, fileTypeOf, setClipBase, setTokenizer } from "./layers.js";
 import type { RecipeBuild, RecipeOptions } from "./recipe.js";
 
 /** Qwen2-VL-Instruct's chat template, as shipped in its chat_template.json. */
@@ -95,8 +94,9 @@ export function buildQwen2VL(d: Qwen2VLDims, o: RecipeOptions): RecipeBuild {
   });
   addDecoderTensors(
     text,
-    { ...t, nVocab: vocab.tokens.length, qkvBias: true },
-    { seed: o.seed, matrixType: o.textType, head: o.head === "printable" ? nonPrintableIds(vocab) : o.head },
+    { ...t, qkvBias: true },
+    { seed: o.seed, matrixType: o.textType, head: o.head },
+    vocab,
   );
 
   const v = d.vision;
@@ -104,12 +104,8 @@ export function buildQwen2VL(d: Qwen2VLDims, o: RecipeOptions): RecipeBuild {
   setClipBase(mmproj, {
     name: `${d.name}-mmproj`,
     projectorType: "qwen2vl_merger",
-    imageSize: v.imageSize,
+    ...v,
     patchSize: 14,
-    nEmbd: v.nEmbd,
-    nFf: v.nFf,
-    nLayer: v.nLayer,
-    nHead: v.nHead,
     projectionDim: t.nEmbd,
     eps: 1e-6,
     mean: [0.48145466, 0.4578275, 0.40821073],
@@ -120,9 +116,7 @@ export function buildQwen2VL(d: Qwen2VLDims, o: RecipeOptions): RecipeBuild {
   const vo = { seed: o.seed, matrixType: o.visionType };
   // The Conv3D patch embedding split into its two temporal slices: two video frames are merged per token.
   const patchType = o.visionType === GGMLType.F32 ? GGMLType.F32 : GGMLType.F16;
-  for (const name of ["v.patch_embd.weight", "v.patch_embd.weight.1"]) {
-    mmproj.addTensor({ name, ne: [14, 14, 3, v.nEmbd], type: patchType, data: normalFill(o.seed, name, WEIGHT_STD) });
-  }
+  for (const name of ["v.patch_embd.weight", "v.patch_embd.weight.1"]) addNormal(mmproj, name, [14, 14, 3, v.nEmbd], patchType, o.seed);
   addVisionBlocks(mmproj, v, vo);
   addLayerNorm(mmproj, "v.post_ln", v.nEmbd, o.seed);
   addLinear(mmproj, "mm.0", 4 * v.nEmbd, 4 * v.nEmbd, vo);

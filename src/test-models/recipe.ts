@@ -6,6 +6,8 @@ import { fileURLToPath } from "node:url";
 import { MultimodalLMError } from "../errors.js";
 import { GGMLType } from "../gguf/types.js";
 import type { GGUFWriter } from "../gguf/writer.js";
+import type { HeadKind } from "./layers.js";
+export type { HeadKind } from "./layers.js";
 import { QWEN2VL_2B, QWEN2VL_TINY, buildQwen2VL } from "./qwen2vl.js";
 import { SMOLVLM_256M, SMOLVLM_TINY, buildSmolVLM } from "./smolvlm.js";
 
@@ -28,7 +30,6 @@ function generatorVersion(): string {
   return generatorHash;
 }
 
-export type HeadKind = "printable" | "random" | "tied";
 export type MatrixTypeName = "f32" | "f16" | "q8_0";
 
 const MATRIX_TYPES: Record<MatrixTypeName, GGMLType> = { f32: GGMLType.F32, f16: GGMLType.F16, q8_0: GGMLType.Q8_0 };
@@ -72,39 +73,37 @@ export interface Recipe {
   build(options: RecipeOptions): RecipeBuild;
 }
 
+const TINY_DEFAULTS = { textType: "f32", visionType: "f32", head: "printable" } as const;
+const BENCH_DEFAULTS = { textType: "q8_0", visionType: "f16", head: "tied" } as const;
+
+function recipe<S extends object>(
+  name: string,
+  kind: Recipe["kind"],
+  description: string,
+  shape: S,
+  build: (shape: S, options: RecipeOptions) => RecipeBuild,
+): Recipe {
+  const defaults = kind === "tiny" ? TINY_DEFAULTS : BENCH_DEFAULTS;
+  return { name, kind, description, defaults, shape, build: (o) => build(shape, o) };
+}
+
 export const RECIPES: readonly Recipe[] = [
-  {
-    name: "qwen2vl-tiny",
-    kind: "tiny",
-    description: "Qwen2-VL family (qwen2vl + qwen2vl_merger, M-RoPE, 2-frame temporal merge), a few MB",
-    defaults: { textType: "f32", visionType: "f32", head: "printable" },
-    shape: QWEN2VL_TINY,
-    build: (o) => buildQwen2VL(QWEN2VL_TINY, o),
-  },
-  {
-    name: "smolvlm-tiny",
-    kind: "tiny",
-    description: "SmolVLM family (llama + idefics3, image tiling), a few MB",
-    defaults: { textType: "f32", visionType: "f32", head: "printable" },
-    shape: SMOLVLM_TINY,
-    build: (o) => buildSmolVLM(SMOLVLM_TINY, o),
-  },
-  {
-    name: "qwen2vl-2b-bench",
-    kind: "bench",
-    description: "Random weights with Qwen2-VL-2B-Instruct's dimensions, for speed measurement only (about 3 GB)",
-    defaults: { textType: "q8_0", visionType: "f16", head: "tied" },
-    shape: QWEN2VL_2B,
-    build: (o) => buildQwen2VL(QWEN2VL_2B, o),
-  },
-  {
-    name: "smolvlm-256m-bench",
-    kind: "bench",
-    description: "Random weights with SmolVLM-256M-Instruct's dimensions, for speed measurement only (about 330 MB)",
-    defaults: { textType: "q8_0", visionType: "f16", head: "tied" },
-    shape: SMOLVLM_256M,
-    build: (o) => buildSmolVLM(SMOLVLM_256M, o),
-  },
+  recipe("qwen2vl-tiny", "tiny", "Qwen2-VL family (qwen2vl + qwen2vl_merger, M-RoPE, 2-frame temporal merge), a few MB", QWEN2VL_TINY, buildQwen2VL),
+  recipe("smolvlm-tiny", "tiny", "SmolVLM family (llama + idefics3, image tiling), a few MB", SMOLVLM_TINY, buildSmolVLM),
+  recipe(
+    "qwen2vl-2b-bench",
+    "bench",
+    "Random weights with Qwen2-VL-2B-Instruct's dimensions, for speed measurement only (about 3 GB)",
+    QWEN2VL_2B,
+    buildQwen2VL,
+  ),
+  recipe(
+    "smolvlm-256m-bench",
+    "bench",
+    "Random weights with SmolVLM-256M-Instruct's dimensions, for speed measurement only (about 330 MB)",
+    SMOLVLM_256M,
+    buildSmolVLM,
+  ),
 ];
 
 function invalid(message: string): MultimodalLMError {
@@ -126,7 +125,7 @@ export function resolveOptions(recipe: Recipe, options: TestModelOptions = {}): 
     throw invalid(`Expected an integer 0..4294967295 for seed but received ${String(o.seed)}`);
   }
   for (const key of ["textType", "visionType"] as const) {
-    if (!(o[key] in MATRIX_TYPES)) {
+    if (!Object.hasOwn(MATRIX_TYPES, o[key])) {
       throw invalid(`Expected one of ${Object.keys(MATRIX_TYPES).join(", ")} for ${key} but received ${String(o[key])}`);
     }
   }

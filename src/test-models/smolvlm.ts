@@ -1,8 +1,7 @@
 import { GGMLType } from "../gguf/types.js";
 import { GGUFWriter } from "../gguf/writer.js";
-import { MERGE_CORPUS, TokenType, VocabBuilder, nonPrintableIds, trainMerges, type Vocab } from "./bpe.js";
-import { WEIGHT_STD, addDecoderTensors, setDecoderHparams, addLayerNorm, addLinear, addVisionBlocks, fileTypeOf, setClipBase, setTokenizer } from "./layers.js";
-import { normalFill } from "./random.js";
+import { MERGE_CORPUS, TokenType, VocabBuilder, trainMerges, type Vocab } from "./bpe.js";
+import { addDecoderTensors, addNormal, setDecoderHparams, addLayerNorm, addLinear, addVisionBlocks, fileTypeOf, setClipBase, setTokenizer } from "./layers.js";
 import type { RecipeBuild, RecipeOptions } from "./recipe.js";
 
 /** SmolVLM-Instruct's chat template, as shipped in its chat_template.json. */
@@ -88,20 +87,16 @@ export function buildSmolVLM(d: SmolVLMDims, o: RecipeOptions): RecipeBuild {
   });
   addDecoderTensors(
     text,
-    { ...t, nVocab: vocab.tokens.length, qkvBias: false },
-    { seed: o.seed, matrixType: o.textType, head: o.head === "printable" ? nonPrintableIds(vocab) : o.head },
+    { ...t, qkvBias: false },
+    { seed: o.seed, matrixType: o.textType, head: o.head },
+    vocab,
   );
 
   const mmproj = new GGUFWriter();
   setClipBase(mmproj, {
     name: `${d.name}-mmproj`,
     projectorType: "idefics3",
-    imageSize: v.imageSize,
-    patchSize: v.patchSize,
-    nEmbd: v.nEmbd,
-    nFf: v.nFf,
-    nLayer: v.nLayer,
-    nHead: v.nHead,
+    ...v,
     projectionDim: t.nEmbd,
     eps: 1e-6,
     mean: [0.5, 0.5, 0.5],
@@ -113,12 +108,9 @@ export function buildSmolVLM(d: SmolVLMDims, o: RecipeOptions): RecipeBuild {
   mmproj.setUint32("clip.vision.preproc_image_size", d.longestEdge);
   const vo = { seed: o.seed, matrixType: o.visionType };
   // The converter keeps the SigLIP embeddings in F32.
-  const patch = "v.patch_embd.weight";
-  mmproj.addTensor({ name: patch, ne: [v.patchSize, v.patchSize, 3, v.nEmbd], type: GGMLType.F32, data: normalFill(o.seed, patch, WEIGHT_STD) });
-  const patchBias = "v.patch_embd.bias";
-  mmproj.addTensor({ name: patchBias, ne: [v.nEmbd], type: GGMLType.F32, data: normalFill(o.seed, patchBias, WEIGHT_STD) });
-  const pos = "v.position_embd.weight";
-  mmproj.addTensor({ name: pos, ne: [v.nEmbd, gridSide * gridSide], type: GGMLType.F32, data: normalFill(o.seed, pos, WEIGHT_STD) });
+  addNormal(mmproj, "v.patch_embd.weight", [v.patchSize, v.patchSize, 3, v.nEmbd], GGMLType.F32, o.seed);
+  addNormal(mmproj, "v.patch_embd.bias", [v.nEmbd], GGMLType.F32, o.seed);
+  addNormal(mmproj, "v.position_embd.weight", [v.nEmbd, gridSide * gridSide], GGMLType.F32, o.seed);
   addVisionBlocks(mmproj, v, vo);
   addLayerNorm(mmproj, "v.post_ln", v.nEmbd, o.seed);
   addLinear(mmproj, "mm.model.fc", v.nEmbd * d.scaleFactor * d.scaleFactor, t.nEmbd, vo, false);
