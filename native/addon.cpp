@@ -1,11 +1,13 @@
 // N-API glue only: converts between JS values and the plain C++ structs of
-// system-info.h / device-check.h. No llama.cpp calls live here.
+// system-info.h / device-check.h; the model class lives in model-wrap.cpp.
+// No llama.cpp calls live here.
 #include <napi.h>
 
 #include <string>
 #include <vector>
 
 #include "device-check.h"
+#include "model-wrap.h"
 #include "system-info.h"
 
 namespace {
@@ -99,6 +101,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo, "systemInfo"));
     exports.Set("mediaMarker", Napi::Function::New(env, MediaMarker, "mediaMarker"));
     exports.Set("checkDevices", Napi::Function::New(env, CheckDevices, "checkDevices"));
+    mmlm::initNativeModel(env, exports);
     return exports;
 }
 

@@ -1,11 +1,11 @@
 #include "system-info.h"
 
 #include <cstdio>
-#include <cstdlib>
 #include <mutex>
 
 #include "ggml-backend.h"
 #include "llama.h"
+#include "log-routing.h"
 #include "mtmd.h"
 
 namespace mmlm {
@@ -27,25 +27,15 @@ const char* deviceTypeName(enum ggml_backend_dev_type type) {
     }
 }
 
-void logToStderrWhenEnabled(enum ggml_log_level level, const char* text, void* /*user*/) {
-    static const bool enabled = [] {
-        const char* value = std::getenv("MULTIMODAL_LM_LOG");
-        return value != nullptr && value[0] != '\0' && std::string(value) != "0";
-    }();
-    if (enabled && level != GGML_LOG_LEVEL_NONE) {
-        std::fputs(text, stderr);
-    }
-}
-
 std::once_flag initOnce;
 
 }  // namespace
 
 void engineInit() {
     std::call_once(initOnce, [] {
-        llama_log_set(logToStderrWhenEnabled, nullptr);
-        mtmd_log_set(logToStderrWhenEnabled, nullptr);
+        installLogRouting();
         llama_backend_init();
+        ggml_time_init();
     });
 }
 

@@ -30,7 +30,7 @@ SystemInfo collectSystemInfo();
 
 const char* defaultMediaMarker();
 
-// Routes llama.cpp / ggml / mtmd logs to stderr only when MULTIMODAL_LM_LOG is set.
+// Initialises llama.cpp backends and log routing (see log-routing.h); idempotent.
 void engineInit();
 
 }  // namespace mmlm

@@ -12,7 +12,7 @@ const require = createRequire(import.meta.url);
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 const ADDON_FILE = "multimodal_lm.node";
-const REQUIRED_EXPORTS = ["systemInfo", "mediaMarker", "checkDevices"] as const;
+const REQUIRED_EXPORTS = ["systemInfo", "mediaMarker", "checkDevices", "NativeModel"] as const;
 
 export interface BindingCandidate {
   path: string;

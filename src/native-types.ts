@@ -41,4 +41,121 @@ export interface NativeBinding {
   systemInfo(): NativeSystemInfo;
   mediaMarker(): string;
   checkDevices(): Promise<NativeDeviceCheck[]>;
+  NativeModel: new () => NativeModel;
+}
+
+/** Load options as native code reads them; validated and defaulted in src/options.ts. */
+export interface NativeLoadOptions {
+  model: string;
+  mmproj: string;
+  chatTemplate?: string;
+  contextSize: number;
+  threads: number;
+  batchSize: number;
+  gpuLayers: number;
+  mmprojOnGpu: boolean;
+  /** -1 auto, 0 off, 1 on. */
+  flashAttention: number;
+  imageMinTokens: number;
+  imageMaxTokens: number;
+  warmup: boolean;
+}
+
+export interface NativeModelInfo {
+  contextSize: number;
+  trainContextSize: number;
+  embeddingSize: number;
+  vocabSize: number;
+  layers: number;
+  architecture: string;
+  projector: string;
+  description: string;
+  marker: string;
+  hasChatTemplate: boolean;
+  vision: boolean;
+  audio: boolean;
+  mrope: boolean;
+  loadMs: number;
+}
+
+/** Decoded RGB pixels and their content id. */
+export interface NativeMedia {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  id: string;
+}
+
+export interface NativeGenerateRequest {
+  prompt: string;
+  media: NativeMedia[];
+  addSpecial: boolean;
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repeatPenalty: number;
+  repeatLastN: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  seed: number;
+  maxTokens: number;
+  stop: string[];
+  ignoreEos: boolean;
+}
+
+export interface NativeGenerateResult {
+  text: string;
+  stopReason: "eos" | "stop" | "length" | "context";
+  promptTokens: number;
+  promptPositions: number;
+  mediaTokens: number;
+  completionTokens: number;
+  encodeMs: number;
+  promptMs: number;
+  generationMs: number;
+  timeToFirstTokenMs: number;
+  totalMs: number;
+}
+
+export interface NativeEmbedResult {
+  data: Float32Array;
+  tokens: number;
+  embeddingSize: number;
+  chunks: number;
+  encodeMs: number;
+}
+
+export interface NativeTokenCount {
+  tokens: number;
+  positions: number;
+  textTokens: number;
+  mediaTokens: number;
+}
+
+export interface NativeChatMessage {
+  role: string;
+  content: string | Array<{ type: "text"; text: string } | { type: "media" }>;
+}
+
+/**
+ * One model on its own engine thread. Async methods take a request id (for cancel)
+ * and reject with an Error whose `code` is a MultimodalLMErrorCode.
+ */
+export interface NativeModel {
+  load(
+    id: number,
+    options: NativeLoadOptions,
+    onProgress: (fraction: number) => void,
+    logLevel: number,
+    onLog: ((level: number, line: string) => void) | undefined,
+  ): Promise<NativeModelInfo>;
+  generate(id: number, request: NativeGenerateRequest, onPiece: (piece: string) => void): Promise<NativeGenerateResult>;
+  embedImage(id: number, media: NativeMedia, unused: () => void): Promise<NativeEmbedResult>;
+  countTokens(id: number, prompt: string, sizes: Array<{ width: number; height: number }>, addSpecial: boolean, unused: () => void): Promise<NativeTokenCount>;
+  cancel(id: number): void;
+  formatChat(messages: NativeChatMessage[], addGenerationPrompt: boolean): string;
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Uint32Array;
+  detokenize(tokens: Uint32Array): string;
+  dispose(id: number, unused: () => void): Promise<void>;
 }

@@ -1,0 +1,588 @@
+#include "engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "chat.h"
+#include "common.h"
+#include "gguf.h"
+#include "llama.h"
+#include "mtmd-helper.h"
+#include "mtmd.h"
+#include "sampling.h"
+
+namespace mmlm {
+
+namespace {
+
+double nowMs() {
+    using namespace std::chrono;
+    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+struct SamplerDeleter {
+    void operator()(common_sampler* s) const { common_sampler_free(s); }
+};
+struct BatchHolder {
+    llama_batch batch;
+    explicit BatchHolder(int32_t n) : batch(llama_batch_init(n, 0, 1)) {}
+    ~BatchHolder() { llama_batch_free(batch); }
+};
+struct MtmdBatchDeleter {
+    void operator()(mtmd_batch* b) const { mtmd_batch_free(b); }
+};
+struct GgufDeleter {
+    void operator()(gguf_context* g) const { gguf_free(g); }
+};
+
+// Reads only the metadata of a GGUF file: its architecture and projector type.
+struct GgufSummary {
+    std::string architecture;
+    std::string projector;
+};
+
+bool readGguf(const std::string& path, GgufSummary& out) {
+    gguf_init_params params{/*no_alloc*/ true, /*ctx*/ nullptr};
+    std::unique_ptr<gguf_context, GgufDeleter> g(gguf_init_from_file(path.c_str(), params));
+    if (!g) return false;
+    auto str = [&](const char* key) -> std::string {
+        int64_t id = gguf_find_key(g.get(), key);
+        if (id < 0 || gguf_get_kv_type(g.get(), id) != GGUF_TYPE_STRING) return "";
+        return gguf_get_val_str(g.get(), id);
+    };
+    out.architecture = str("general.architecture");
+    out.projector = str("clip.projector_type");
+    if (out.projector.empty()) out.projector = str("clip.vision.projector_type");
+    return true;
+}
+
+std::string withDetail(const std::string& message, const std::string& detail) {
+    return detail.empty() ? message : message + " (" + detail + ")";
+}
+
+// Length of the longest suffix of `text` that is an incomplete but so-far valid UTF-8
+// sequence. Holding those bytes back means every piece handed to JS decodes the same
+// on its own as inside the whole text.
+size_t incompleteUtf8Tail(const std::string& text) {
+    const size_t n = text.size();
+    for (size_t back = 1; back <= 3 && back <= n; ++back) {
+        const auto c = static_cast<unsigned char>(text[n - back]);
+        if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
+        size_t need = 0;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 2;
+        else if (c >= 0xE0 && c <= 0xEF)
+            need = 3;
+        else if (c >= 0xF0 && c <= 0xF4)
+            need = 4;
+        return need > back ? back : 0;
+    }
+    return 0;
+}
+
+// Length of the longest suffix of `text` that is a proper prefix of some stop string.
+size_t partialStopTail(const std::string& text, const std::vector<std::string>& stops) {
+    size_t best = 0;
+    for (const std::string& stop : stops) {
+        for (size_t len = std::min(stop.size() - 1, text.size()); len > best; --len) {
+            if (text.compare(text.size() - len, len, stop, 0, len) == 0) {
+                best = len;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+}  // namespace
+
+struct Engine::State {
+    common_init_result_ptr init;
+    llama_model* model = nullptr;
+    llama_context* ctx = nullptr;
+    const llama_vocab* vocab = nullptr;
+    mtmd::context_ptr mtmd;
+    common_chat_templates_ptr templates;
+    std::vector<llama_logit_bias> eogBias;
+    int32_t batchSize = 2048;
+    std::string marker;
+};
+
+Engine::Engine(LogSink* sink) : sink_(sink) {}
+Engine::~Engine() { unload(); }
+
+bool Engine::loaded() const { return state_ != nullptr; }
+
+bool Engine::aborted() const {
+    const std::atomic<bool>* flag = abort_.load();
+    return flag != nullptr && flag->load();
+}
+
+void Engine::throwIfAborted() const {
+    if (aborted()) throw CodedError("E_ABORTED", "aborted");
+}
+
+ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
+    ScopedLogSink logScope(sink_);
+    const double t0 = nowMs();
+    sink_->takeErrors();
+
+    GgufSummary textMeta, projMeta;
+    if (!readGguf(p.model, textMeta)) {
+        throw CodedError("E_MODEL_LOAD",
+                         withDetail("model " + p.model + " is not a valid GGUF file", sink_->takeErrors()));
+    }
+    if (!readGguf(p.mmproj, projMeta)) {
+        throw CodedError("E_MODEL_LOAD",
+                         withDetail("mmproj " + p.mmproj + " is not a valid GGUF file", sink_->takeErrors()));
+    }
+    if (textMeta.architecture == "clip") {
+        throw CodedError("E_MODEL_LOAD",
+                         "model " + p.model +
+                             " is a multimodal projector (general.architecture = clip), not a text model. "
+                             "Did you swap model and mmproj?");
+    }
+    if (projMeta.architecture != "clip") {
+        throw CodedError("E_MODEL_LOAD", "mmproj " + p.mmproj +
+                                             " is a text model (general.architecture = " + projMeta.architecture +
+                                             "), not a multimodal projector. Did you swap model and mmproj?");
+    }
+
+    // Progress is shared between the two files by size.
+    std::error_code ec;
+    const double textBytes = static_cast<double>(std::filesystem::file_size(p.model, ec));
+    const double projBytes = static_cast<double>(std::filesystem::file_size(p.mmproj, ec));
+    const float textShare = textBytes + projBytes > 0 ? static_cast<float>(textBytes / (textBytes + projBytes)) : 0.5f;
+    struct ProgressState {
+        const Engine* engine;
+        const Progress* report;
+        float offset;
+        float scale;
+    };
+    auto onProgress = [](float value, void* user) -> bool {
+        auto* s = static_cast<ProgressState*>(user);
+        if (s->engine->aborted()) return false;
+        if (*s->report) (*s->report)(s->offset + s->scale * value);
+        return true;
+    };
+    ProgressState textProgress{this, &progress, 0.0f, textShare};
+    ProgressState projProgress{this, &progress, textShare, 1.0f - textShare};
+
+    common_params params;
+    params.model.path = p.model;
+    params.n_ctx = p.contextSize;
+    params.n_batch = p.batchSize;
+    params.n_ubatch = std::min(p.batchSize, 512);
+    params.n_gpu_layers = p.gpuLayers;
+    params.flash_attn_type = p.flashAttention < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                             : p.flashAttention == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                                     : LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    params.cpuparams.n_threads = p.threads;
+    params.cpuparams_batch.n_threads = p.threads;
+    postprocess_cpu_params(params.cpuparams, nullptr);
+    postprocess_cpu_params(params.cpuparams_batch, &params.cpuparams);
+    params.warmup = p.warmup;
+    params.fit_params = false;
+    params.load_progress_callback = onProgress;
+    params.load_progress_callback_user_data = &textProgress;
+
+    auto state = std::make_unique<State>();
+    state->init = common_init_from_params(params);
+    state->model = state->init->model();
+    state->ctx = state->init->context();
+    if (aborted()) throw CodedError("E_ABORTED", "model loading was aborted");
+    if (state->model == nullptr) {
+        throw CodedError("E_MODEL_LOAD",
+                         withDetail("llama.cpp could not load the model " + p.model, sink_->takeErrors()));
+    }
+    if (state->ctx == nullptr) {
+        throw CodedError("E_MODEL_LOAD", withDetail("llama.cpp could not create a context for " + p.model +
+                                                        " (contextSize " + std::to_string(p.contextSize) + ")",
+                                                    sink_->takeErrors()));
+    }
+    state->vocab = llama_model_get_vocab(state->model);
+    state->batchSize = params.n_batch;
+
+    mtmd_context_params mp = mtmd_context_params_default();
+    mp.use_gpu = p.mmprojOnGpu;
+    mp.print_timings = false;
+    mp.n_threads = params.cpuparams.n_threads;
+    mp.flash_attn_type = params.flash_attn_type;
+    mp.warmup = p.warmup;
+    mp.image_min_tokens = p.imageMinTokens;
+    mp.image_max_tokens = p.imageMaxTokens;
+    mp.progress_callback = onProgress;
+    mp.progress_callback_user_data = &projProgress;
+    // The vision encoder is one ggml graph; asking for every layer's output lets the
+    // scheduler stop between layers once the request is aborted.
+    mp.cb_eval = [](struct ggml_tensor* t, bool ask, void* user) -> bool {
+        auto* engine = static_cast<Engine*>(user);
+        if (ask) return std::strncmp(t->name, "layer_out-", 10) == 0 || engine->aborted();
+        return !engine->aborted();
+    };
+    mp.cb_eval_user_data = this;
+    state->mtmd.reset(mtmd_init_from_file(p.mmproj.c_str(), state->model, mp));
+    if (aborted()) throw CodedError("E_ABORTED", "model loading was aborted");
+    if (!state->mtmd) {
+        throw CodedError("E_MODEL_LOAD", withDetail("mtmd could not load the projector " + p.mmproj + " for " + p.model,
+                                                    sink_->takeErrors()));
+    }
+    if (!mtmd_support_vision(state->mtmd.get())) {
+        throw CodedError("E_MODEL_LOAD",
+                         "mmproj " + p.mmproj + " has no vision encoder (audio-only projectors are not supported yet)");
+    }
+
+    try {
+        state->templates = common_chat_templates_init(state->model, p.chatTemplate);
+    } catch (const std::exception& e) {
+        throw CodedError("E_MODEL_LOAD", std::string("the chat template could not be parsed: ") + e.what());
+    }
+
+    llama_set_abort_callback(
+        state->ctx, [](void* user) -> bool { return static_cast<Engine*>(user)->aborted(); }, this);
+
+    const int32_t nVocab = llama_vocab_n_tokens(state->vocab);
+    for (llama_token t = 0; t < nVocab; ++t) {
+        if (llama_vocab_is_eog(state->vocab, t)) state->eogBias.push_back({t, -INFINITY});
+    }
+    state->marker = mtmd_default_marker();
+
+    ModelInfo info;
+    info.contextSize = static_cast<int32_t>(llama_n_ctx(state->ctx));
+    info.trainContextSize = llama_model_n_ctx_train(state->model);
+    info.embeddingSize = llama_model_n_embd_inp(state->model);
+    info.vocabSize = nVocab;
+    info.layers = llama_model_n_layer(state->model);
+    info.architecture = textMeta.architecture;
+    info.projector = projMeta.projector;
+    char desc[256] = {0};
+    llama_model_desc(state->model, desc, sizeof(desc));
+    info.description = desc;
+    info.marker = state->marker;
+    info.hasChatTemplate = !p.chatTemplate.empty() || llama_model_chat_template(state->model, nullptr) != nullptr;
+    info.vision = mtmd_support_vision(state->mtmd.get());
+    info.audio = mtmd_support_audio(state->mtmd.get());
+    info.mrope = mtmd_decode_use_mrope(state->mtmd.get());
+    state_ = std::move(state);
+    if (progress) progress(1.0f);
+    info.loadMs = nowMs() - t0;
+    return info;
+}
+
+void Engine::unload() {
+    // Members are declared so that mtmd and templates go before the llama context and model.
+    if (!state_) return;
+    state_->mtmd.reset();
+    state_->templates.reset();
+    state_.reset();
+}
+
+std::string Engine::formatChat(const std::vector<ChatMessage>& messages, bool addGenerationPrompt) const {
+    common_chat_templates_inputs inputs;
+    inputs.use_jinja = true;
+    inputs.add_generation_prompt = addGenerationPrompt;
+    inputs.add_bos = llama_vocab_get_add_bos(state_->vocab);
+    inputs.add_eos = llama_vocab_get_add_eos(state_->vocab);
+    for (const ChatMessage& m : messages) {
+        common_chat_msg msg;
+        msg.role = m.role;
+        if (m.parts.empty()) {
+            msg.content = m.content;
+        } else {
+            for (const ChatPart& part : m.parts) {
+                common_chat_msg_content_part cp;
+                cp.type = part.media ? "media_marker" : "text";
+                cp.text = part.media ? state_->marker : part.text;
+                msg.content_parts.push_back(std::move(cp));
+            }
+        }
+        inputs.messages.push_back(std::move(msg));
+    }
+    try {
+        return common_chat_templates_apply(state_->templates.get(), inputs).prompt;
+    } catch (const std::exception& e) {
+        throw CodedError("E_INVALID_ARGUMENT", std::string("the chat template failed on these messages: ") + e.what());
+    }
+}
+
+std::vector<int32_t> Engine::tokenize(const std::string& text, bool addSpecial, bool parseSpecial) const {
+    std::vector<llama_token> tokens = common_tokenize(state_->vocab, text, addSpecial, parseSpecial);
+    return std::vector<int32_t>(tokens.begin(), tokens.end());
+}
+
+std::string Engine::detokenize(const std::vector<int32_t>& tokens) const {
+    std::string out;
+    for (int32_t t : tokens) out += common_token_to_piece(state_->vocab, t, true);
+    return out;
+}
+
+namespace {
+
+size_t countMarkers(const std::string& prompt, const std::string& marker) {
+    size_t n = 0;
+    for (size_t pos = prompt.find(marker); pos != std::string::npos; pos = prompt.find(marker, pos + marker.size()))
+        ++n;
+    return n;
+}
+
+void checkMarkers(const std::string& prompt, const std::string& marker, size_t media) {
+    const size_t markers = countMarkers(prompt, marker);
+    if (markers != media) {
+        throw CodedError("E_MEDIA_MISMATCH", "the prompt has " + std::to_string(markers) + " media marker" +
+                                                 (markers == 1 ? "" : "s") + " (" + marker + ") but " +
+                                                 std::to_string(media) + " image" + (media == 1 ? " was" : "s were") +
+                                                 " given");
+    }
+}
+
+mtmd::input_chunks_ptr tokenizeWithMedia(mtmd_context* mctx, const std::string& prompt, bool addSpecial,
+                                         const std::vector<const mtmd_bitmap*>& bitmaps, LogSink* sink) {
+    mtmd::input_chunks_ptr chunks(mtmd_input_chunks_init());
+    mtmd_input_text text{prompt.c_str(), prompt.size(), addSpecial, /*parse_special*/ true};
+    const int32_t res = mtmd_tokenize(mctx, chunks.get(), &text, bitmaps.data(), bitmaps.size());
+    if (res != 0) {
+        throw CodedError("E_ENGINE",
+                         withDetail("mtmd_tokenize failed with " + std::to_string(res), sink->takeErrors()));
+    }
+    return chunks;
+}
+
+}  // namespace
+
+TokenCount Engine::countTokens(const std::string& prompt, const std::vector<MediaSize>& sizes, bool addSpecial) {
+    ScopedLogSink logScope(sink_);
+    checkMarkers(prompt, state_->marker, sizes.size());
+    // Placeholder bitmaps: only the size decides how many tokens an image takes.
+    mtmd::bitmaps bitmaps;
+    for (const MediaSize& s : sizes) {
+        std::vector<unsigned char> zeros(static_cast<size_t>(s.width) * s.height * 3, 0);
+        bitmaps.entries.emplace_back(mtmd_bitmap_init(s.width, s.height, zeros.data()));
+    }
+    mtmd::input_chunks_ptr chunks = tokenizeWithMedia(state_->mtmd.get(), prompt, addSpecial, bitmaps.c_ptr(), sink_);
+
+    TokenCount out;
+    out.tokens = static_cast<int32_t>(mtmd_helper_get_n_tokens(chunks.get()));
+    out.positions = mtmd_helper_get_n_pos(chunks.get());
+    const size_t n = mtmd_input_chunks_size(chunks.get());
+    for (size_t i = 0; i < n; ++i) {
+        const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks.get(), i);
+        const auto tokens = static_cast<int32_t>(mtmd_input_chunk_get_n_tokens(chunk));
+        if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+            out.textTokens += tokens;
+        } else {
+            out.mediaTokens += tokens;
+        }
+    }
+    return out;
+}
+
+GenerateResult Engine::generate(const GenerateParams& p, const Piece& onPiece) {
+    ScopedLogSink logScope(sink_);
+    sink_->takeErrors();
+    const double t0 = nowMs();
+    GenerateResult result;
+    State& s = *state_;
+    throwIfAborted();
+
+    checkMarkers(p.prompt, s.marker, p.media.size());
+    mtmd::bitmaps bitmaps;
+    for (const Media& m : p.media) {
+        mtmd_bitmap* b = mtmd_bitmap_init(m.width, m.height, m.rgb.data());
+        mtmd_bitmap_set_id(b, m.id.c_str());
+        bitmaps.entries.emplace_back(b);
+    }
+    mtmd::input_chunks_ptr chunks = tokenizeWithMedia(s.mtmd.get(), p.prompt, p.addSpecial, bitmaps.c_ptr(), sink_);
+
+    const int32_t nCtx = static_cast<int32_t>(llama_n_ctx(s.ctx));
+    result.promptTokens = static_cast<int32_t>(mtmd_helper_get_n_tokens(chunks.get()));
+    result.promptPositions = mtmd_helper_get_n_pos(chunks.get());
+    if (result.promptTokens >= nCtx) {
+        throw CodedError("E_CONTEXT_OVERFLOW",
+                         "the prompt needs " + std::to_string(result.promptTokens) + " tokens but the context holds " +
+                             std::to_string(nCtx) +
+                             "; load with a larger contextSize, or send a shorter prompt or fewer or "
+                             "smaller images (maxPixels)");
+    }
+
+    // One request at a time: start from an empty KV cache.
+    llama_memory_clear(llama_get_memory(s.ctx), true);
+    llama_pos nPast = 0;
+    int32_t nCells = 0;
+
+    // Evaluate chunk by chunk, as llama-mtmd-cli does: media chunks are encoded in
+    // batches (consecutive media chunks together), then decoded.
+    const double tPrompt = nowMs();
+    std::unique_ptr<mtmd_batch, MtmdBatchDeleter> mbatch;
+    const size_t nChunks = mtmd_input_chunks_size(chunks.get());
+    for (size_t i = 0; i < nChunks; ++i) {
+        throwIfAborted();
+        const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks.get(), i);
+        const int32_t chunkTokens = static_cast<int32_t>(mtmd_input_chunk_get_n_tokens(chunk));
+        llama_pos newPast = nPast;
+        if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+            const int32_t res = mtmd_helper_eval_chunk_single(s.mtmd.get(), s.ctx, chunk, nPast, 0, s.batchSize,
+                                                              i == nChunks - 1, &newPast);
+            throwIfAborted();
+            if (res != 0) {
+                throw CodedError("E_ENGINE", withDetail("llama_decode failed on prompt chunk " + std::to_string(i),
+                                                        sink_->takeErrors()));
+            }
+        } else {
+            result.mediaTokens += chunkTokens;
+            float* embd = mbatch ? mtmd_batch_get_output_embd(mbatch.get(), chunk) : nullptr;
+            if (embd == nullptr) {
+                mbatch.reset(mtmd_batch_init(s.mtmd.get()));
+                if (mtmd_batch_add_chunk(mbatch.get(), chunk) != 0) {
+                    throw CodedError("E_ENGINE", withDetail("mtmd_batch_add_chunk failed", sink_->takeErrors()));
+                }
+                for (size_t j = i + 1; j < nChunks; ++j) {
+                    const mtmd_input_chunk* next = mtmd_input_chunks_get(chunks.get(), j);
+                    if (mtmd_input_chunk_get_type(next) == MTMD_INPUT_CHUNK_TYPE_TEXT) break;
+                    if (mtmd_batch_add_chunk(mbatch.get(), next) != 0) break;
+                }
+                const double tEncode = nowMs();
+                const int32_t res = mtmd_batch_encode(mbatch.get());
+                result.encodeMs += nowMs() - tEncode;
+                throwIfAborted();
+                if (res != 0) {
+                    throw CodedError("E_ENGINE", withDetail("the vision encoder failed (mtmd_batch_encode returned " +
+                                                                std::to_string(res) + ")",
+                                                            sink_->takeErrors()));
+                }
+                embd = mtmd_batch_get_output_embd(mbatch.get(), chunk);
+                if (embd == nullptr) throw CodedError("E_ENGINE", "mtmd_batch_get_output_embd returned no embeddings");
+            }
+            const int32_t res = mtmd_helper_decode_image_chunk(s.mtmd.get(), s.ctx, chunk, embd, nPast, 0, s.batchSize,
+                                                               &newPast, nullptr, nullptr);
+            throwIfAborted();
+            if (res != 0) {
+                throw CodedError("E_ENGINE", withDetail("llama_decode failed on media chunk " + std::to_string(i),
+                                                        sink_->takeErrors()));
+            }
+        }
+        nPast = newPast;
+        nCells += chunkTokens;
+    }
+    mbatch.reset();
+    result.promptMs = nowMs() - tPrompt;
+
+    common_params_sampling sp;
+    sp.temp = p.sampling.temperature;
+    sp.top_k = p.sampling.topK;
+    sp.top_p = p.sampling.topP;
+    sp.min_p = p.sampling.minP;
+    sp.penalty_repeat = p.sampling.repeatPenalty;
+    sp.penalty_last_n = p.sampling.repeatLastN;
+    sp.penalty_present = p.sampling.presencePenalty;
+    sp.penalty_freq = p.sampling.frequencyPenalty;
+    sp.seed = p.sampling.seed;
+    sp.ignore_eos = p.ignoreEos;
+    sp.logit_bias_eog = s.eogBias;
+    if (p.ignoreEos) sp.logit_bias.insert(sp.logit_bias.end(), s.eogBias.begin(), s.eogBias.end());
+    std::unique_ptr<common_sampler, SamplerDeleter> sampler(common_sampler_init(s.model, sp));
+    if (!sampler) throw CodedError("E_ENGINE", "common_sampler_init failed");
+
+    BatchHolder batch(1);
+    std::string text;
+    size_t emitted = 0;
+    size_t maxStop = 0;
+    for (const std::string& stop : p.stop) maxStop = std::max(maxStop, stop.size());
+    const int32_t maxTokens = p.maxTokens < 0 ? INT32_MAX : p.maxTokens;
+    const double tGen = nowMs();
+    result.stopReason = "length";
+
+    for (int32_t i = 0; i < maxTokens; ++i) {
+        throwIfAborted();
+        if (nCells >= nCtx) {
+            result.stopReason = "context";
+            break;
+        }
+        const llama_token token = common_sampler_sample(sampler.get(), s.ctx, -1);
+        common_sampler_accept(sampler.get(), token, true);
+        if (i == 0) result.timeToFirstTokenMs = nowMs() - t0;
+        if (!p.ignoreEos && llama_vocab_is_eog(s.vocab, token)) {
+            result.stopReason = "eos";
+            break;
+        }
+        result.completionTokens++;
+        text += common_token_to_piece(s.ctx, token, true);
+
+        // Stop strings: search only where a new match can start.
+        bool stopped = false;
+        if (maxStop > 0) {
+            const size_t from = emitted > maxStop ? emitted - maxStop : 0;
+            size_t cut = std::string::npos;
+            for (const std::string& stop : p.stop) {
+                const size_t at = text.find(stop, from);
+                if (at != std::string::npos && at < cut) cut = at;
+            }
+            if (cut != std::string::npos) {
+                text.resize(std::max(cut, emitted));
+                result.stopReason = "stop";
+                stopped = true;
+            }
+        }
+        if (stopped) break;
+        const size_t hold = std::max(incompleteUtf8Tail(text), partialStopTail(text, p.stop));
+        if (text.size() - hold > emitted) {
+            if (onPiece) onPiece(text.substr(emitted, text.size() - hold - emitted));
+            emitted = text.size() - hold;
+        }
+        if (i + 1 == maxTokens) break;  // the last token needs no decode
+
+        common_batch_clear(batch.batch);
+        common_batch_add(batch.batch, token, nPast++, {0}, true);
+        const int32_t res = llama_decode(s.ctx, batch.batch);
+        throwIfAborted();
+        if (res != 0) {
+            throw CodedError("E_ENGINE", withDetail("llama_decode failed on generated token " + std::to_string(i) +
+                                                        " (returned " + std::to_string(res) + ")",
+                                                    sink_->takeErrors()));
+        }
+        nCells++;
+    }
+    if (text.size() > emitted && onPiece) onPiece(text.substr(emitted));
+    result.generationMs = nowMs() - tGen;
+    result.text = std::move(text);
+    result.totalMs = nowMs() - t0;
+    return result;
+}
+
+EmbedResult Engine::embedImage(const Media& media) {
+    ScopedLogSink logScope(sink_);
+    sink_->takeErrors();
+    State& s = *state_;
+    throwIfAborted();
+    mtmd::bitmap bitmap(mtmd_bitmap_init(media.width, media.height, media.rgb.data()));
+    bitmap.set_id(media.id.c_str());
+    mtmd::input_chunks_ptr chunks = tokenizeWithMedia(s.mtmd.get(), s.marker, false, {bitmap.ptr.get()}, sink_);
+
+    EmbedResult out;
+    out.embeddingSize = llama_model_n_embd_inp(s.model);
+    const size_t n = mtmd_input_chunks_size(chunks.get());
+    for (size_t i = 0; i < n; ++i) {
+        const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks.get(), i);
+        if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) continue;
+        throwIfAborted();
+        const double t = nowMs();
+        const int32_t res = mtmd_encode_chunk(s.mtmd.get(), chunk);
+        out.encodeMs += nowMs() - t;
+        throwIfAborted();
+        if (res != 0) {
+            throw CodedError("E_ENGINE", withDetail("the vision encoder failed (mtmd_encode_chunk returned " +
+                                                        std::to_string(res) + ")",
+                                                    sink_->takeErrors()));
+        }
+        const auto tokens = static_cast<int32_t>(mtmd_input_chunk_get_n_tokens(chunk));
+        const float* embd = mtmd_get_output_embd(s.mtmd.get());
+        out.data.insert(out.data.end(), embd, embd + static_cast<size_t>(tokens) * out.embeddingSize);
+        out.tokens += tokens;
+        out.chunks++;
+    }
+    return out;
+}
+
+}  // namespace mmlm

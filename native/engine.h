@@ -1,0 +1,172 @@
+#pragma once
+// The model and its decode loop: every llama.cpp, common and mtmd call lives here,
+// behind plain C++ structs. No N-API. Everything except formatChat/tokenize runs on
+// the engine's own thread (see worker.h), one request at a time.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "log-routing.h"
+
+namespace mmlm {
+
+// An error with one of the JS error codes (E_MODEL_LOAD, E_ABORTED, ...).
+class CodedError : public std::runtime_error {
+ public:
+    CodedError(std::string code, const std::string& message) : std::runtime_error(message), code_(std::move(code)) {}
+    const std::string& code() const { return code_; }
+
+ private:
+    std::string code_;
+};
+
+struct LoadParams {
+    std::string model;
+    std::string mmproj;
+    std::string chatTemplate;  // empty: the model's own
+    int32_t contextSize = 0;   // 0: the model's trained context
+    int32_t threads = -1;      // -1: physical cores
+    int32_t batchSize = 2048;
+    int32_t gpuLayers = -1;  // -1: auto (all that fit), 0: none
+    bool mmprojOnGpu = true;
+    int32_t flashAttention = -1;  // -1 auto, 0 off, 1 on
+    int32_t imageMinTokens = -1;
+    int32_t imageMaxTokens = -1;
+    bool warmup = true;
+};
+
+struct ModelInfo {
+    int32_t contextSize = 0;
+    int32_t trainContextSize = 0;
+    int32_t embeddingSize = 0;
+    int32_t vocabSize = 0;
+    int32_t layers = 0;
+    std::string architecture;
+    std::string projector;
+    std::string description;
+    std::string marker;
+    bool hasChatTemplate = false;
+    bool vision = false;
+    bool audio = false;
+    bool mrope = false;
+    double loadMs = 0;
+};
+
+// Decoded RGB pixels; Media never parses files.
+struct Media {
+    std::vector<uint8_t> rgb;
+    uint32_t width = 0;
+    uint32_t height = 0;
+    std::string id;
+};
+
+struct SamplingParams {
+    float temperature = 0.8f;
+    int32_t topK = 40;
+    float topP = 0.95f;
+    float minP = 0.05f;
+    float repeatPenalty = 1.0f;
+    int32_t repeatLastN = 64;
+    float presencePenalty = 0.0f;
+    float frequencyPenalty = 0.0f;
+    uint32_t seed = 0xFFFFFFFF;  // LLAMA_DEFAULT_SEED: random
+};
+
+struct GenerateParams {
+    std::string prompt;  // with one media marker per Media item
+    std::vector<Media> media;
+    bool addSpecial = true;  // BOS etc. as the vocab says
+    SamplingParams sampling;
+    int32_t maxTokens = -1;  // -1: until EOS or the context is full
+    std::vector<std::string> stop;
+    bool ignoreEos = false;
+};
+
+struct GenerateResult {
+    std::string text;
+    std::string stopReason;  // "eos", "stop", "length", "context"
+    int32_t promptTokens = 0;
+    int32_t promptPositions = 0;
+    int32_t mediaTokens = 0;
+    int32_t completionTokens = 0;
+    double encodeMs = 0;
+    double promptMs = 0;
+    double generationMs = 0;
+    double timeToFirstTokenMs = 0;
+    double totalMs = 0;
+};
+
+struct EmbedResult {
+    std::vector<float> data;
+    int32_t tokens = 0;
+    int32_t embeddingSize = 0;
+    int32_t chunks = 0;
+    double encodeMs = 0;
+};
+
+struct TokenCount {
+    int32_t tokens = 0;
+    int32_t positions = 0;
+    int32_t textTokens = 0;
+    int32_t mediaTokens = 0;
+    std::vector<int32_t> perMedia;
+};
+
+struct MediaSize {
+    uint32_t width = 0;
+    uint32_t height = 0;
+};
+
+struct ChatPart {
+    bool media = false;  // a media marker; otherwise text
+    std::string text;
+};
+
+struct ChatMessage {
+    std::string role;
+    std::string content;          // used when parts is empty
+    std::vector<ChatPart> parts;  // OpenAI-style content parts
+};
+
+class Engine {
+ public:
+    using Progress = std::function<void(float)>;
+    using Piece = std::function<void(const std::string&)>;
+
+    explicit Engine(LogSink* sink);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    // The abort flag checked between chunks, between tokens, inside llama_decode and
+    // inside the vision encoder. Set for the duration of one request.
+    void setAbortFlag(const std::atomic<bool>* flag) { abort_.store(flag); }
+
+    ModelInfo load(const LoadParams& params, const Progress& progress);
+    GenerateResult generate(const GenerateParams& params, const Piece& onPiece);
+    EmbedResult embedImage(const Media& media);
+    TokenCount countTokens(const std::string& prompt, const std::vector<MediaSize>& sizes, bool addSpecial);
+    void unload();
+
+    // Read-only; safe on the JS thread while the engine thread decodes.
+    std::string formatChat(const std::vector<ChatMessage>& messages, bool addGenerationPrompt) const;
+    std::vector<int32_t> tokenize(const std::string& text, bool addSpecial, bool parseSpecial) const;
+    std::string detokenize(const std::vector<int32_t>& tokens) const;
+    bool loaded() const;
+
+    bool aborted() const;
+
+ private:
+    struct State;
+    void throwIfAborted() const;
+
+    LogSink* sink_;
+    std::atomic<const std::atomic<bool>*> abort_{nullptr};
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace mmlm

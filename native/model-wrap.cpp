@@ -1,0 +1,505 @@
+#include "model-wrap.h"
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine.h"
+#include "log-routing.h"
+#include "worker.h"
+
+namespace mmlm {
+
+namespace {
+
+// --- reading the (already validated) option objects ---------------------------
+
+int32_t getInt(const Napi::Object& o, const char* key, int32_t fallback) {
+    Napi::Value v = o.Get(key);
+    return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
+}
+uint32_t getUint(const Napi::Object& o, const char* key, uint32_t fallback) {
+    Napi::Value v = o.Get(key);
+    return v.IsNumber() ? static_cast<uint32_t>(v.As<Napi::Number>().Int64Value()) : fallback;
+}
+float getFloat(const Napi::Object& o, const char* key, float fallback) {
+    Napi::Value v = o.Get(key);
+    return v.IsNumber() ? v.As<Napi::Number>().FloatValue() : fallback;
+}
+bool getBool(const Napi::Object& o, const char* key, bool fallback) {
+    Napi::Value v = o.Get(key);
+    return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
+}
+std::string getString(const Napi::Object& o, const char* key, const std::string& fallback = "") {
+    Napi::Value v = o.Get(key);
+    return v.IsString() ? v.As<Napi::String>().Utf8Value() : fallback;
+}
+
+Media readMedia(const Napi::Object& o) {
+    Media m;
+    m.width = getUint(o, "width", 0);
+    m.height = getUint(o, "height", 0);
+    m.id = getString(o, "id");
+    Napi::Uint8Array data = o.Get("data").As<Napi::Uint8Array>();
+    m.rgb.assign(data.Data(), data.Data() + data.ByteLength());
+    return m;
+}
+
+// --- events from the engine thread to JS --------------------------------------
+
+struct Event {
+    enum class Kind { Progress, Piece, Done, Fail } kind;
+    float progress = 0;
+    std::string text;
+    std::function<Napi::Value(Napi::Env)> value;
+    std::string code;
+};
+
+class NativeModel;
+
+struct OpContext {
+    Napi::Promise::Deferred deferred;
+    Napi::ObjectReference self;
+    NativeModel* model;
+    uint32_t id;
+};
+
+void callJs(Napi::Env env, Napi::Function callback, OpContext* ctx, Event* event);
+using OpFunction = Napi::TypedThreadSafeFunction<OpContext, Event, callJs>;
+
+// Lets a job report progress or pieces while it runs.
+class Emitter {
+ public:
+    explicit Emitter(OpFunction fn) : fn_(fn) {}
+    void progress(float value) const { send(new Event{Event::Kind::Progress, value, {}, {}, {}}); }
+    void piece(const std::string& text) const { send(new Event{Event::Kind::Piece, 0, text, {}, {}}); }
+    void send(Event* event) const {
+        if (fn_.NonBlockingCall(event) != napi_ok) delete event;  // the environment is shutting down
+    }
+
+ private:
+    OpFunction fn_;
+};
+
+struct LogLine {
+    int level;
+    std::string text;
+};
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+    static Napi::Function define(Napi::Env env) {
+        return DefineClass(env, "NativeModel",
+                           {
+                               InstanceMethod<&NativeModel::load>("load"),
+                               InstanceMethod<&NativeModel::generate>("generate"),
+                               InstanceMethod<&NativeModel::embedImage>("embedImage"),
+                               InstanceMethod<&NativeModel::countTokens>("countTokens"),
+                               InstanceMethod<&NativeModel::cancel>("cancel"),
+                               InstanceMethod<&NativeModel::formatChat>("formatChat"),
+                               InstanceMethod<&NativeModel::tokenize>("tokenize"),
+                               InstanceMethod<&NativeModel::detokenize>("detokenize"),
+                               InstanceMethod<&NativeModel::dispose>("dispose"),
+                           });
+    }
+
+    explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info), env_(info.Env()) {
+        napi_add_env_cleanup_hook(env_, &NativeModel::onEnvCleanup, this);
+    }
+
+    ~NativeModel() override {
+        napi_remove_env_cleanup_hook(env_, &NativeModel::onEnvCleanup, this);
+        shutdown();
+    }
+
+    // Called on the JS thread when a request settles.
+    void settled(uint32_t id) {
+        requests_.erase(id);
+        if (id == disposeId_) finishDispose();
+    }
+
+ private:
+    static void onEnvCleanup(void* self) { static_cast<NativeModel*>(self)->shutdown(); }
+
+    // Aborts everything, waits for the engine thread and frees the model. Idempotent.
+    void shutdown() {
+        disposed_ = true;
+        disposing_ = true;
+        for (auto& entry : requests_) entry.second->store(true);
+        if (worker_) worker_->stopAndJoin();
+        worker_.reset();
+        engine_.reset();
+        if (logFn_) {
+            logFn_.Release();
+            logFn_ = Napi::ThreadSafeFunction();
+        }
+    }
+
+    void finishDispose() {
+        if (worker_) worker_->stopAndJoin();  // the unload job was the last one; this returns at once
+        worker_.reset();
+        engine_.reset();
+        if (logFn_) {
+            logFn_.Release();
+            logFn_ = Napi::ThreadSafeFunction();
+        }
+    }
+
+    bool guard(Napi::Env env, bool needLoaded) {
+        const char* code = nullptr;
+        const char* message = nullptr;
+        if (disposed_) {
+            code = "E_DISPOSED";
+            message = "the model has been disposed";
+        } else if (needLoaded && !loaded_) {
+            code = "E_NOT_LOADED";
+            message = "the model is not loaded";
+        }
+        if (code == nullptr) return true;
+        Napi::Error e = Napi::Error::New(env, message);
+        e.Set("code", Napi::String::New(env, code));
+        e.ThrowAsJavaScriptException();
+        return false;
+    }
+
+    // Queues `work` on the engine thread as request `id`; the promise settles with
+    // its result. `work` gets an Emitter for progress and pieces.
+    template <typename Work>
+    Napi::Value schedule(const Napi::CallbackInfo& info, uint32_t id, Napi::Function callback, Work work) {
+        Napi::Env env = info.Env();
+        auto flag = std::make_shared<std::atomic<bool>>(false);
+        requests_[id] = flag;
+        auto* ctx = new OpContext{Napi::Promise::Deferred::New(env), Napi::Persistent(info.This().As<Napi::Object>()),
+                                  this, id};
+        Napi::Promise promise = ctx->deferred.Promise();
+        OpFunction fn = OpFunction::New(env, callback, "multimodal-lm", 0, 1, ctx,
+                                        [](Napi::Env, void*, OpContext* c) { delete c; });
+        Engine* engine = engine_.get();
+        std::atomic<bool>* disposing = &disposing_;
+        worker_->post([engine, disposing, fn, flag, work]() mutable {
+            Emitter emit(fn);
+            auto* event = new Event{Event::Kind::Done, 0, {}, {}, {}};
+            engine->setAbortFlag(flag.get());
+            try {
+                event->value = work(*engine, emit);
+            } catch (const CodedError& e) {
+                event->kind = Event::Kind::Fail;
+                event->code = e.code();
+                event->text = e.what();
+            } catch (const std::exception& e) {
+                event->kind = Event::Kind::Fail;
+                event->code = "E_ENGINE";
+                event->text = std::string("Unknown error in the native engine: ") + e.what();
+            }
+            engine->setAbortFlag(nullptr);
+            if (event->kind == Event::Kind::Fail && event->code == "E_ABORTED" && disposing->load()) {
+                event->code = "E_DISPOSED";
+                event->text = "the model was disposed while this request was running";
+            }
+            emit.send(event);
+            fn.Release();
+        });
+        return promise;
+    }
+
+    Napi::Value load(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (!guard(env, false)) return env.Undefined();
+        if (loading_ || loaded_) {
+            Napi::Error e =
+                Napi::Error::New(env, loaded_ ? "the model is already loaded" : "load() is already running");
+            e.Set("code", Napi::String::New(env, "E_BUSY"));
+            e.ThrowAsJavaScriptException();
+            return env.Undefined();
+        }
+        const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+        Napi::Object o = info[1].As<Napi::Object>();
+        Napi::Function onProgress = info[2].As<Napi::Function>();
+        const int32_t logLevel = info[3].As<Napi::Number>().Int32Value();
+        if (logLevel > 0 && info[4].IsFunction()) {
+            logFn_ = Napi::ThreadSafeFunction::New(env, info[4].As<Napi::Function>(), "multimodal-lm log", 0, 1);
+            logFn_.Unref(env);
+        }
+        Napi::ThreadSafeFunction logFn = logFn_;
+        sink_ = std::make_unique<LogSink>(logLevel, [logFn](int level, const std::string& line) mutable {
+            if (!logFn) return;
+            auto* l = new LogLine{level, line};
+            napi_status status = logFn.NonBlockingCall(l, [](Napi::Env env, Napi::Function fn, LogLine* l) {
+                if (env != nullptr) fn.Call({Napi::Number::New(env, l->level), Napi::String::New(env, l->text)});
+                delete l;
+            });
+            if (status != napi_ok) delete l;
+        });
+
+        LoadParams p;
+        p.model = getString(o, "model");
+        p.mmproj = getString(o, "mmproj");
+        p.chatTemplate = getString(o, "chatTemplate");
+        p.contextSize = getInt(o, "contextSize", p.contextSize);
+        p.threads = getInt(o, "threads", p.threads);
+        p.batchSize = getInt(o, "batchSize", p.batchSize);
+        p.gpuLayers = getInt(o, "gpuLayers", p.gpuLayers);
+        p.mmprojOnGpu = getBool(o, "mmprojOnGpu", p.mmprojOnGpu);
+        p.flashAttention = getInt(o, "flashAttention", p.flashAttention);
+        p.imageMinTokens = getInt(o, "imageMinTokens", p.imageMinTokens);
+        p.imageMaxTokens = getInt(o, "imageMaxTokens", p.imageMaxTokens);
+        p.warmup = getBool(o, "warmup", p.warmup);
+
+        engine_ = std::make_unique<Engine>(sink_.get());
+        worker_ = std::make_unique<Worker>();
+        loading_ = true;
+        loadId_ = id;
+        return schedule(info, id, onProgress, [p](Engine& engine, Emitter& emit) {
+            ModelInfo mi = engine.load(p, [&emit](float v) { emit.progress(v); });
+            return std::function<Napi::Value(Napi::Env)>([mi](Napi::Env env) -> Napi::Value {
+                Napi::Object out = Napi::Object::New(env);
+                out.Set("contextSize", mi.contextSize);
+                out.Set("trainContextSize", mi.trainContextSize);
+                out.Set("embeddingSize", mi.embeddingSize);
+                out.Set("vocabSize", mi.vocabSize);
+                out.Set("layers", mi.layers);
+                out.Set("architecture", mi.architecture);
+                out.Set("projector", mi.projector);
+                out.Set("description", mi.description);
+                out.Set("marker", mi.marker);
+                out.Set("hasChatTemplate", mi.hasChatTemplate);
+                out.Set("vision", mi.vision);
+                out.Set("audio", mi.audio);
+                out.Set("mrope", mi.mrope);
+                out.Set("loadMs", mi.loadMs);
+                return out;
+            });
+        });
+    }
+
+    Napi::Value generate(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (!guard(env, true)) return env.Undefined();
+        const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+        Napi::Object o = info[1].As<Napi::Object>();
+        auto p = std::make_shared<GenerateParams>();
+        p->prompt = getString(o, "prompt");
+        p->addSpecial = getBool(o, "addSpecial", true);
+        Napi::Array media = o.Get("media").As<Napi::Array>();
+        for (uint32_t i = 0; i < media.Length(); ++i) p->media.push_back(readMedia(media.Get(i).As<Napi::Object>()));
+        SamplingParams& s = p->sampling;
+        s.temperature = getFloat(o, "temperature", s.temperature);
+        s.topK = getInt(o, "topK", s.topK);
+        s.topP = getFloat(o, "topP", s.topP);
+        s.minP = getFloat(o, "minP", s.minP);
+        s.repeatPenalty = getFloat(o, "repeatPenalty", s.repeatPenalty);
+        s.repeatLastN = getInt(o, "repeatLastN", s.repeatLastN);
+        s.presencePenalty = getFloat(o, "presencePenalty", s.presencePenalty);
+        s.frequencyPenalty = getFloat(o, "frequencyPenalty", s.frequencyPenalty);
+        s.seed = getUint(o, "seed", s.seed);
+        p->maxTokens = getInt(o, "maxTokens", p->maxTokens);
+        p->ignoreEos = getBool(o, "ignoreEos", false);
+        Napi::Value stop = o.Get("stop");
+        if (stop.IsArray()) {
+            Napi::Array a = stop.As<Napi::Array>();
+            for (uint32_t i = 0; i < a.Length(); ++i) p->stop.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+        }
+        return schedule(info, id, info[2].As<Napi::Function>(), [p](Engine& engine, Emitter& emit) {
+            GenerateResult r = engine.generate(*p, [&emit](const std::string& piece) { emit.piece(piece); });
+            return std::function<Napi::Value(Napi::Env)>([r](Napi::Env env) -> Napi::Value {
+                Napi::Object out = Napi::Object::New(env);
+                out.Set("text", r.text);
+                out.Set("stopReason", r.stopReason);
+                out.Set("promptTokens", r.promptTokens);
+                out.Set("promptPositions", r.promptPositions);
+                out.Set("mediaTokens", r.mediaTokens);
+                out.Set("completionTokens", r.completionTokens);
+                out.Set("encodeMs", r.encodeMs);
+                out.Set("promptMs", r.promptMs);
+                out.Set("generationMs", r.generationMs);
+                out.Set("timeToFirstTokenMs", r.timeToFirstTokenMs);
+                out.Set("totalMs", r.totalMs);
+                return out;
+            });
+        });
+    }
+
+    Napi::Value embedImage(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (!guard(env, true)) return env.Undefined();
+        const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+        auto media = std::make_shared<Media>(readMedia(info[1].As<Napi::Object>()));
+        return schedule(info, id, info[2].As<Napi::Function>(), [media](Engine& engine, Emitter&) {
+            auto r = std::make_shared<EmbedResult>(engine.embedImage(*media));
+            return std::function<Napi::Value(Napi::Env)>([r](Napi::Env env) -> Napi::Value {
+                Napi::Float32Array data = Napi::Float32Array::New(env, r->data.size());
+                std::copy(r->data.begin(), r->data.end(), data.Data());
+                Napi::Object out = Napi::Object::New(env);
+                out.Set("data", data);
+                out.Set("tokens", r->tokens);
+                out.Set("embeddingSize", r->embeddingSize);
+                out.Set("chunks", r->chunks);
+                out.Set("encodeMs", r->encodeMs);
+                return out;
+            });
+        });
+    }
+
+    Napi::Value countTokens(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (!guard(env, true)) return env.Undefined();
+        const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+        std::string prompt = info[1].As<Napi::String>().Utf8Value();
+        std::vector<MediaSize> sizes;
+        Napi::Array a = info[2].As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); ++i) {
+            Napi::Object s = a.Get(i).As<Napi::Object>();
+            sizes.push_back({getUint(s, "width", 1), getUint(s, "height", 1)});
+        }
+        const bool addSpecial = info[3].As<Napi::Boolean>().Value();
+        return schedule(info, id, info[4].As<Napi::Function>(), [prompt, sizes, addSpecial](Engine& engine, Emitter&) {
+            TokenCount c = engine.countTokens(prompt, sizes, addSpecial);
+            return std::function<Napi::Value(Napi::Env)>([c](Napi::Env env) -> Napi::Value {
+                Napi::Object out = Napi::Object::New(env);
+                out.Set("tokens", c.tokens);
+                out.Set("positions", c.positions);
+                out.Set("textTokens", c.textTokens);
+                out.Set("mediaTokens", c.mediaTokens);
+                return out;
+            });
+        });
+    }
+
+    Napi::Value cancel(const Napi::CallbackInfo& info) {
+        auto it = requests_.find(info[0].As<Napi::Number>().Uint32Value());
+        if (it != requests_.end()) it->second->store(true);
+        return info.Env().Undefined();
+    }
+
+    Napi::Value formatChat(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (!guard(env, true)) return env.Undefined();
+        std::vector<ChatMessage> messages;
+        Napi::Array a = info[0].As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); ++i) {
+            Napi::Object m = a.Get(i).As<Napi::Object>();
+            ChatMessage msg;
+            msg.role = getString(m, "role");
+            Napi::Value content = m.Get("content");
+            if (content.IsString()) {
+                msg.content = content.As<Napi::String>().Utf8Value();
+            } else if (content.IsArray()) {
+                Napi::Array parts = content.As<Napi::Array>();
+                for (uint32_t j = 0; j < parts.Length(); ++j) {
+                    Napi::Object part = parts.Get(j).As<Napi::Object>();
+                    const bool isMedia = getString(part, "type") == "media";
+                    msg.parts.push_back({isMedia, isMedia ? "" : getString(part, "text")});
+                }
+            }
+            messages.push_back(std::move(msg));
+        }
+        try {
+            return Napi::String::New(env, engine_->formatChat(messages, info[1].As<Napi::Boolean>().Value()));
+        } catch (const CodedError& e) {
+            Napi::Error err = Napi::Error::New(env, e.what());
+            err.Set("code", Napi::String::New(env, e.code()));
+            err.ThrowAsJavaScriptException();
+            return env.Undefined();
+        }
+    }
+
+    Napi::Value tokenize(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (!guard(env, true)) return env.Undefined();
+        std::vector<int32_t> tokens =
+            engine_->tokenize(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Boolean>().Value(),
+                              info[2].As<Napi::Boolean>().Value());
+        Napi::Uint32Array out = Napi::Uint32Array::New(env, tokens.size());
+        for (size_t i = 0; i < tokens.size(); ++i) out[i] = static_cast<uint32_t>(tokens[i]);
+        return out;
+    }
+
+    Napi::Value detokenize(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (!guard(env, true)) return env.Undefined();
+        Napi::Uint32Array a = info[0].As<Napi::Uint32Array>();
+        std::vector<int32_t> tokens(a.ElementLength());
+        for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>(a[i]);
+        return Napi::String::New(env, engine_->detokenize(tokens));
+    }
+
+    // Aborts running and queued requests, then frees the model on the engine thread.
+    Napi::Value dispose(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (disposed_ || !worker_) {
+            shutdown();
+            Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+            d.Resolve(env.Undefined());
+            return d.Promise();
+        }
+        const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+        disposing_ = true;
+        for (auto& entry : requests_) entry.second->store(true);
+        Napi::Value promise = schedule(info, id, info[1].As<Napi::Function>(), [](Engine& engine, Emitter&) {
+            engine.setAbortFlag(nullptr);
+            engine.unload();
+            return std::function<Napi::Value(Napi::Env)>([](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+        });
+        disposed_ = true;
+        disposeId_ = id;
+        return promise;
+    }
+
+ public:
+    void loadSettled(uint32_t id, bool ok) {
+        if (id != loadId_) return;
+        loading_ = false;
+        loaded_ = ok;
+    }
+
+ private:
+    napi_env env_;
+    std::unique_ptr<LogSink> sink_;
+    std::unique_ptr<Engine> engine_;
+    std::unique_ptr<Worker> worker_;
+    std::map<uint32_t, std::shared_ptr<std::atomic<bool>>> requests_;  // JS thread only
+    Napi::ThreadSafeFunction logFn_;
+    std::atomic<bool> disposing_{false};
+    bool disposed_ = false;
+    bool loading_ = false;
+    bool loaded_ = false;
+    uint32_t loadId_ = 0;
+    uint32_t disposeId_ = 0;
+};
+
+void callJs(Napi::Env env, Napi::Function callback, OpContext* ctx, Event* event) {
+    std::unique_ptr<Event> owned(event);
+    if (env == nullptr || ctx == nullptr) return;
+    switch (event->kind) {
+        case Event::Kind::Progress:
+            callback.Call({Napi::Number::New(env, event->progress)});
+            return;
+        case Event::Kind::Piece:
+            callback.Call({Napi::String::New(env, event->text)});
+            return;
+        case Event::Kind::Done: {
+            Napi::Value value = event->value(env);
+            ctx->model->loadSettled(ctx->id, true);
+            ctx->model->settled(ctx->id);
+            ctx->deferred.Resolve(value);
+            return;
+        }
+        case Event::Kind::Fail: {
+            Napi::Error error = Napi::Error::New(env, event->text);
+            error.Set("code", Napi::String::New(env, event->code));
+            ctx->model->loadSettled(ctx->id, false);
+            ctx->model->settled(ctx->id);
+            ctx->deferred.Reject(error.Value());
+            return;
+        }
+    }
+}
+
+}  // namespace
+
+void initNativeModel(Napi::Env env, Napi::Object exports) { exports.Set("NativeModel", NativeModel::define(env)); }
+
+}  // namespace mmlm
