@@ -3,7 +3,32 @@ export type MultimodalLMErrorCode =
   /** The native addon could not be loaded. */
   | "E_BINDING_LOAD"
   /** An argument or option failed validation; the message names it and what was expected. */
-  | "E_INVALID_ARGUMENT";
+  | "E_INVALID_ARGUMENT"
+  /** A file (model, mmproj, image) does not exist, or is a directory. */
+  | "E_FILE_NOT_FOUND"
+  /** The model or mmproj could not be loaded: not GGUF, swapped, mismatched or corrupt. */
+  | "E_MODEL_LOAD"
+  /** The bytes are not a decodable image (unknown format, truncated, corrupt). */
+  | "E_IMAGE_DECODE"
+  /** The image has more pixels than `limitInputPixels` allows. */
+  | "E_IMAGE_TOO_LARGE"
+  /** A `data:` URL is empty, malformed, or not valid base64. */
+  | "E_INVALID_DATA_URL"
+  /** An http(s) download failed: network error, HTTP status, timeout, byte cap or redirect limit. */
+  | "E_FETCH"
+  /** The prompt's media markers and the media given do not match in number. */
+  | "E_MEDIA_MISMATCH"
+  /** The prompt (text plus media tokens) does not fit in the context window. */
+  | "E_CONTEXT_OVERFLOW"
+  /** The operation was aborted through its AbortSignal (or load was cancelled). */
+  | "E_ABORTED"
+  /** The instance is not loaded yet, or already disposed. */
+  | "E_NOT_LOADED"
+  | "E_DISPOSED"
+  /** A call that cannot overlap with another one was made while it was running. */
+  | "E_BUSY"
+  /** llama.cpp or mtmd failed while evaluating (an internal error, not bad input). */
+  | "E_ENGINE";
 
 /** Base class of every error multimodal-lm throws on purpose. */
 export class MultimodalLMError extends Error {
@@ -13,6 +38,75 @@ export class MultimodalLMError extends Error {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
+  }
+}
+
+/** A file the caller named does not exist, or is not a regular file. */
+export class FileNotFoundError extends MultimodalLMError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super("E_FILE_NOT_FOUND", message, options);
+    this.path = path;
+  }
+}
+
+/** The model or mmproj could not be loaded. */
+export class ModelLoadError extends MultimodalLMError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_MODEL_LOAD", message, options);
+  }
+}
+
+/** An image input could not be read, fetched or decoded. */
+export class ImageError extends MultimodalLMError {
+  constructor(code: "E_IMAGE_DECODE" | "E_IMAGE_TOO_LARGE" | "E_INVALID_DATA_URL", message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+/** An http(s) download failed. `status` is set when the server answered with an error status. */
+export class FetchError extends MultimodalLMError {
+  readonly url: string;
+  readonly status: number | undefined;
+  constructor(url: string, message: string, options?: { cause?: unknown; status?: number }) {
+    super("E_FETCH", message, options);
+    this.url = url;
+    this.status = options?.status;
+  }
+}
+
+/** Media markers in the prompt and media given do not match. */
+export class MediaMismatchError extends MultimodalLMError {
+  constructor(message: string) {
+    super("E_MEDIA_MISMATCH", message);
+  }
+}
+
+/** The prompt does not fit in the context window. */
+export class ContextOverflowError extends MultimodalLMError {
+  constructor(message: string) {
+    super("E_CONTEXT_OVERFLOW", message);
+  }
+}
+
+/** The operation was aborted. `cause` is the AbortSignal's reason. */
+export class AbortError extends MultimodalLMError {
+  constructor(message = "The operation was aborted.", options?: { cause?: unknown }) {
+    super("E_ABORTED", message, options);
+  }
+}
+
+/** The instance is in the wrong state for the call (not loaded, disposed, busy). */
+export class StateError extends MultimodalLMError {
+  constructor(code: "E_NOT_LOADED" | "E_DISPOSED" | "E_BUSY", message: string) {
+    super(code, message);
+  }
+}
+
+/** llama.cpp or mtmd failed internally. The message names the failing call. */
+export class EngineError extends MultimodalLMError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_ENGINE", message, options);
   }
 }
 

@@ -5,3 +5,32 @@ export type { BindingCandidate } from "./binding.js";
 export { checkDevices, systemInfo } from "./system.js";
 export type { DeviceCheck, SystemInfo } from "./system.js";
 export type { NativeDevice } from "./native-types.js";
+export {
+  AbortError,
+  ContextOverflowError,
+  EngineError,
+  FetchError,
+  FileNotFoundError,
+  ImageError,
+  MediaMismatchError,
+  ModelLoadError,
+  StateError,
+} from "./errors.js";
+export { MultimodalLM } from "./multimodal-lm.js";
+export type {
+  CallImageOptions,
+  ChatRequest,
+  DescribeImageOptions,
+  GenerateRequest,
+  GenerateResult,
+  ImageEmbedding,
+  ModelInfo,
+  StopReason,
+  TokenCount,
+} from "./multimodal-lm.js";
+export type { ChatContentPart, ChatMessage, ChatRole } from "./messages.js";
+export type { LoadOptions, LogLevel, Logger, SamplingOptions } from "./options.js";
+export type { TextStream } from "./stream.js";
+export { loadImage, imageSize } from "./media/image.js";
+export type { DecodedImage, ImageInput, ImageOptions, RawImage } from "./media/image.js";
+export type { FetchLimits } from "./media/fetch.js";

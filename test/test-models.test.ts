@@ -93,7 +93,7 @@ describe("recipes", () => {
       [() => buildRecipe("llava-tiny"), /Unknown test-model recipe "llava-tiny". Available: qwen2vl-tiny, smolvlm-tiny/],
       [() => buildRecipe("qwen2vl-tiny", { seed: -1 }), /seed/],
       [() => buildRecipe("qwen2vl-tiny", { textType: "q4_0" as never }), /f32, f16, q8_0 for textType/],
-      [() => buildRecipe("qwen2vl-tiny", { head: "untied" as never }), /printable, random or tied/],
+      [() => buildRecipe("qwen2vl-tiny", { head: "untied" as never }), /printable, random, tied or multibyte/],
       [() => buildRecipe("qwen2vl-tiny", { visionType: "toString" as never }), /f32, f16, q8_0 for visionType/],
     ];
     for (const [fn, message] of bad) {

@@ -19,7 +19,7 @@ Options:
   --seed <n>            Weight seed, 0..4294967295 (default: 0)
   --text-type <t>       f32 | f16 | q8_0 (default: f32 for tiny recipes, q8_0 for bench)
   --vision-type <t>     f32 | f16 | q8_0 (default: f32 for tiny recipes, f16 for bench)
-  --head <h>            printable | random | tied (default: printable for tiny, tied for bench)
+  --head <h>            printable | random | tied | multibyte (default: printable for tiny, tied for bench)
   --image               Also write test-image.png (84x84) next to the models
   --list                List the recipes
   -h, --help            Show this help

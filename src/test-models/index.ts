@@ -17,5 +17,5 @@ export {
 export type { HeadKind, MatrixTypeName, Recipe, RecipeProgress, TestModelFiles, TestModelOptions } from "./recipe.js";
 export { SMOLVLM_256M, SMOLVLM_CHAT_TEMPLATE, SMOLVLM_TINY } from "./smolvlm.js";
 export type { SmolVLMDims } from "./smolvlm.js";
-export { loadWithReference, referenceCliPath, runReference } from "./reference-cli.js";
+export { loadWithReference, referenceCliPath, runReference, runReferenceChat } from "./reference-cli.js";
 export type { LoaderRejection, ReferenceRequest, ReferenceRun } from "./reference-cli.js";

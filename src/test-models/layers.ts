@@ -1,7 +1,7 @@
 import { GGMLType, GGUFValueType } from "../gguf/types.js";
 import type { GGUFWriter } from "../gguf/writer.js";
-import { nonPrintableIds, type Vocab } from "./bpe.js";
-import { constantFill, maskedRowsFill, normalFill } from "./random.js";
+import { BYTE_TO_CHAR, nonPrintableIds, type Vocab } from "./bpe.js";
+import { constantFill, maskedRowsFill, normalFill, pairedRowsFill } from "./random.js";
 
 /** Standard deviation of every random weight. */
 export const WEIGHT_STD = 0.02;
@@ -38,9 +38,20 @@ export interface DecoderWeights {
 /**
  * Output head. `printable`: untied, with zero rows for special, unused and non-printable tokens
  * (never chosen greedily). `random`: untied, nothing zeroed. `tied`: reuses token_embd, as the
- * real models do.
+ * real models do. `multibyte`: only the byte tokens in MULTIBYTE_PAIRS can come out, so the
+ * text is two-byte UTF-8 characters split across tokens, mixed with invalid sequences.
  */
-export type HeadKind = "printable" | "random" | "tied";
+export type HeadKind = "printable" | "random" | "tied" | "multibyte";
+
+/**
+ * Byte pairs of the `multibyte` head. Each pair's rows are r and -r, so one of the two has a
+ * logit >= 0 and a zero (masked) row never wins. Any lead byte followed by any continuation
+ * byte here is a valid character (é, û, Ω, λ).
+ */
+export const MULTIBYTE_PAIRS: readonly [number, number][] = [
+  [0xc3, 0xa9],
+  [0xce, 0xbb],
+];
 
 /** A tensor of N(0, std) values from its own seeded stream. */
 export function addNormal(w: GGUFWriter, name: string, ne: number[], type: GGMLType, seed: number, std = WEIGHT_STD): void {
@@ -80,6 +91,11 @@ export function addDecoderTensors(w: GGUFWriter, s: DecoderShape, o: DecoderWeig
   if (o.head === "random") matrix("output.weight", [s.nEmbd, nVocab]);
   if (o.head === "printable") {
     const data = maskedRowsFill(o.seed, "output.weight", WEIGHT_STD, s.nEmbd, nonPrintableIds(vocab));
+    w.addTensor({ name: "output.weight", ne: [s.nEmbd, nVocab], type: o.matrixType, data });
+  }
+  if (o.head === "multibyte") {
+    const pairs = MULTIBYTE_PAIRS.map(([a, b]) => [vocab.id(BYTE_TO_CHAR[a]!), vocab.id(BYTE_TO_CHAR[b]!)] as [number, number]);
+    const data = pairedRowsFill(o.seed, "output.weight", WEIGHT_STD, s.nEmbd, pairs);
     w.addTensor({ name: "output.weight", ne: [s.nEmbd, nVocab], type: o.matrixType, data });
   }
   for (let i = 0; i < s.nLayer; i++) {

@@ -99,3 +99,29 @@ export function maskedRowsFill(seed: number, name: string, std: number, rowLengt
     }
   };
 }
+
+/**
+ * An output head `{n_embd, n_vocab}` that is zero except for the given row pairs: the first row
+ * of a pair is N(0, std) and the second its negation, so exactly one of them scores above 0.
+ */
+export function pairedRowsFill(seed: number, name: string, std: number, rowLength: number, pairs: readonly [number, number][]): TensorFill {
+  const rows = new Map<number, Float32Array>();
+  for (const [i, [a, b]] of pairs.entries()) {
+    const row = new Float32Array(rowLength);
+    normalFill(seed, `${name}#pair${i}`, std)(row, 0);
+    rows.set(a, row);
+    rows.set(b, row.map((v) => -v));
+  }
+  return (out, start) => {
+    out.fill(0);
+    const firstRow = Math.floor(start / rowLength);
+    const lastRow = Math.floor((start + out.length - 1) / rowLength);
+    for (let r = firstRow; r <= lastRow; r++) {
+      const row = rows.get(r);
+      if (!row) continue;
+      const from = Math.max(r * rowLength - start, 0);
+      const to = Math.min((r + 1) * rowLength - start, out.length);
+      out.set(row.subarray(from + start - r * rowLength, to + start - r * rowLength), from);
+    }
+  };
+}

@@ -46,7 +46,8 @@ export interface TestModelOptions {
    * Output head. `printable` (tiny default): untied, and the rows of special, unused and
    * non-printable tokens are zero, so greedy decoding always yields exactly `-n` printable
    * tokens. `random`: untied, any token including EOS can come out. `tied` (bench default):
-   * reuses token_embd, as the real models do.
+   * reuses token_embd, as the real models do. `multibyte`: only a few UTF-8 lead and
+   * continuation byte tokens come out (for streaming tests).
    */
   head?: HeadKind;
 }
@@ -129,8 +130,8 @@ export function resolveOptions(recipe: Recipe, options: TestModelOptions = {}): 
       throw invalid(`Expected one of ${Object.keys(MATRIX_TYPES).join(", ")} for ${key} but received ${String(o[key])}`);
     }
   }
-  if (!["printable", "random", "tied"].includes(o.head)) {
-    throw invalid(`Expected printable, random or tied for head but received ${String(o.head)}`);
+  if (!["printable", "random", "tied", "multibyte"].includes(o.head)) {
+    throw invalid(`Expected printable, random, tied or multibyte for head but received ${String(o.head)}`);
   }
   return o;
 }

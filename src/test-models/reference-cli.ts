@@ -2,7 +2,7 @@
  * Drives the reference `llama-mtmd-cli` (built from the vendored tree by `npm run build:reference`)
  * for parity checks, working around its unflushed log output.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { packageRoot } from "../binding.js";
@@ -105,4 +105,54 @@ export function loadWithReference(model: string, mmproj: string, image: string, 
     if (r.status !== 1 || r.signal !== null || expectInLog.test(r.stderr)) return result;
   }
   return result;
+}
+
+export interface ReferenceChatRequest {
+  model: string;
+  mmproj: string;
+  /** One user turn, text only. */
+  prompt: string;
+  nPredict?: number;
+  seed?: number;
+  cli?: string;
+  timeoutMs?: number;
+}
+
+/**
+ * Text-only reference run. llama-mtmd-cli answers a prompt without images only in its chat
+ * mode, so this types the prompt on stdin, waits for the next "> " prompt (printed through the
+ * same logger after the response, so the response is complete), then types /quit.
+ */
+export function runReferenceChat(req: ReferenceChatRequest): Promise<ReferenceRun> {
+  const cli = requireReferenceCli(req.cli ?? referenceCliPath());
+  const args = ["-m", req.model, "--mmproj", req.mmproj, "--jinja", "--temp", "0", "--seed", String(req.seed ?? 42), "-n", String(req.nPredict ?? 16)];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cli, args, { env: { ...process.env, MTMD_TEST_RESPONSE_MARKER: MARKER }, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    let text: string | undefined;
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`llama-mtmd-cli chat mode gave no complete response in time; stdout: ${JSON.stringify(stdout)}`));
+    }, req.timeoutMs ?? 60_000);
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      stdout += chunk;
+      const at = stdout.indexOf(`${MARKER}\n`);
+      if (text !== undefined || at < 0) return;
+      const body = stdout.slice(at + MARKER.length + 1);
+      const end = body.indexOf("\n> ");
+      if (end < 0) return;
+      // After the marker line: "\n", the response (then "\n" if it hit end-of-generation), "\n> ".
+      text = body.slice(0, end).replace(/^\n/, "").replace(/\n$/, "");
+      child.stdin.end("/quit\n");
+    });
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      if (text !== undefined) resolve({ text, attempts: 1, stdout, stderr });
+      else reject(new Error(`llama-mtmd-cli exited with ${code} before responding: ${stderr.slice(-2000)}`));
+    });
+    child.stdin.write(`${req.prompt}\n`);
+  });
 }

@@ -1,0 +1,476 @@
+// The public class. Validates in JS, loads images with sharp, renders prompts with the
+// model's chat template (natively), and drives the native engine thread.
+import { open, stat } from "node:fs/promises";
+
+import { getBinding } from "./binding.js";
+import {
+  AbortError,
+  ContextOverflowError,
+  EngineError,
+  FileNotFoundError,
+  MediaMismatchError,
+  ModelLoadError,
+  MultimodalLMError,
+  StateError,
+  type MultimodalLMErrorCode,
+} from "./errors.js";
+import { imageSize, loadImage, type DecodedImage, type ImageInput, type ImageOptions } from "./media/image.js";
+import { parseMessages, type ChatMessage } from "./messages.js";
+import type { NativeChatMessage, NativeGenerateResult, NativeModel, NativeModelInfo } from "./native-types.js";
+import {
+  LOG_LEVEL_NAMES,
+  resolveLoadOptions,
+  resolveSampling,
+  SAMPLING_KEYS,
+  type LoadOptions,
+  type Logger,
+  type ResolvedLoadOptions,
+  type SamplingOptions,
+} from "./options.js";
+import { PieceQueue, type TextStream } from "./stream.js";
+import { invalidParameter, is, optionalBoolean, optionalSignal, rejectUnknownKeys } from "./validate.js";
+
+/** Per-call image options: the pixel budget and limits (the signal is the call's own). */
+export type CallImageOptions = Omit<ImageOptions, "signal">;
+
+export interface GenerateRequest extends SamplingOptions {
+  /** One user turn. Without media markers, the images go before the text (as llama-mtmd-cli does). */
+  prompt: string;
+  images?: ImageInput[];
+  /** Skip the chat template: the prompt is tokenized as given (with BOS if the model wants one). */
+  raw?: boolean;
+  /** Image options for this call, over the model's defaults. */
+  image?: CallImageOptions;
+}
+
+export interface ChatRequest extends SamplingOptions {
+  /** OpenAI-style messages; content parts may be text, image_url or image. */
+  messages: ChatMessage[];
+  image?: CallImageOptions;
+}
+
+export interface DescribeImageOptions extends SamplingOptions {
+  /** The question. Default "Describe this image." */
+  prompt?: string;
+  image?: CallImageOptions;
+}
+
+export type StopReason = "eos" | "stop" | "length" | "context";
+
+export interface GenerateResult {
+  text: string;
+  /** eos: the model ended; stop: a stop string; length: maxTokens; context: the context is full. */
+  stopReason: StopReason;
+  usage: { promptTokens: number; completionTokens: number; totalTokens: number };
+  timings: {
+    /** Reading and decoding the images in JS. */
+    imageLoadMs: number;
+    /** Running the vision encoder. */
+    encodeMs: number;
+    /** Evaluating the whole prompt (text and media), including encodeMs. */
+    promptMs: number;
+    generationMs: number;
+    /** From the engine starting the request to the first sampled token. */
+    timeToFirstTokenMs: number;
+    promptTokensPerSecond: number;
+    generationTokensPerSecond: number;
+    /** From the call to the result. */
+    totalMs: number;
+  };
+}
+
+export interface ImageEmbedding {
+  /** Row-major `[tokens, embeddingSize]` projector output. */
+  data: Float32Array;
+  shape: [tokens: number, embeddingSize: number];
+  /** The image's content id. */
+  id: string;
+  encodeMs: number;
+}
+
+export interface TokenCount {
+  tokens: number;
+  /** Positions used; fewer than tokens for M-RoPE models (Qwen-VL), where an image is 2-D. */
+  positions: number;
+  textTokens: number;
+  mediaTokens: number;
+}
+
+export interface ModelInfo extends Omit<NativeModelInfo, "marker" | "vision" | "audio"> {
+  capabilities: { vision: boolean; audio: boolean };
+}
+
+type State = "new" | "loading" | "loaded" | "disposed";
+
+let nextRequestId = 1;
+const DEFAULT_PROMPT = "Describe this image.";
+const GENERATE_KEYS = ["prompt", "images", "raw", "image", ...SAMPLING_KEYS] as const;
+const CHAT_KEYS = ["messages", "image", ...SAMPLING_KEYS] as const;
+const DESCRIBE_KEYS = ["prompt", "image", ...SAMPLING_KEYS] as const;
+
+const defaultLogger: Logger = (level, message) => {
+  process.stderr.write(`[multimodal-lm] ${level}: ${message}\n`);
+};
+
+/** A native rejection (Error with a code) as the matching MultimodalLMError. */
+function fromNative(error: unknown, signal?: AbortSignal): unknown {
+  if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== "string") return error;
+  const code = (error as unknown as { code: string }).code as MultimodalLMErrorCode;
+  const message = error.message;
+  switch (code) {
+    case "E_ABORTED":
+      return new AbortError(signal?.aborted ? "The operation was aborted." : message, { cause: signal?.reason });
+    case "E_MODEL_LOAD":
+      return new ModelLoadError(message);
+    case "E_MEDIA_MISMATCH":
+      return new MediaMismatchError(message);
+    case "E_CONTEXT_OVERFLOW":
+      return new ContextOverflowError(message);
+    case "E_DISPOSED":
+    case "E_NOT_LOADED":
+    case "E_BUSY":
+      return new StateError(code, message);
+    case "E_ENGINE":
+      return new EngineError(message);
+    default:
+      return new MultimodalLMError(code, message);
+  }
+}
+
+function countOccurrences(text: string, marker: string): number {
+  let n = 0;
+  for (let at = text.indexOf(marker); at >= 0; at = text.indexOf(marker, at + marker.length)) n++;
+  return n;
+}
+
+function mismatch(markers: number, images: number, marker: string): MediaMismatchError {
+  return new MediaMismatchError(
+    `The prompt has ${markers} media marker${markers === 1 ? "" : "s"} (${marker}) but ${images} image${images === 1 ? " was" : "s were"} given. ` +
+      "Put one marker where each image goes, or none to put all images before the text.",
+  );
+}
+
+async function checkGguf(path: string, what: "model" | "mmproj"): Promise<void> {
+  let info;
+  try {
+    info = await stat(path);
+  } catch (error) {
+    throw new FileNotFoundError(path, `The ${what} file ${path} does not exist. Check the path.`, { cause: error });
+  }
+  if (!info.isFile()) {
+    throw new FileNotFoundError(path, `The ${what} path ${path} is ${info.isDirectory() ? "a directory" : "not a regular file"}; pass the path of a .gguf file.`);
+  }
+  const handle = await open(path, "r");
+  try {
+    const { bytesRead, buffer } = await handle.read(Buffer.alloc(4), 0, 4, 0);
+    if (bytesRead < 4 || buffer.toString("latin1") !== "GGUF") {
+      const kind = what === "model" ? "a text model" : "a multimodal projector (mmproj)";
+      throw new ModelLoadError(`The ${what} file ${path} is not a GGUF file (it does not start with "GGUF"). Pass ${kind} in GGUF format.`);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * A vision-language model: a text model plus its multimodal projector, running on
+ * llama.cpp's multimodal engine. Requests run one at a time on the model's engine thread,
+ * in the order they were made.
+ *
+ * ```ts
+ * const lm = await MultimodalLM.load({ model: "model.gguf", mmproj: "mmproj.gguf" });
+ * console.log(await lm.describeImage("photo.jpg"));
+ * await lm.dispose();
+ * ```
+ */
+export class MultimodalLM implements AsyncDisposable {
+  private readonly options: ResolvedLoadOptions;
+  private state: State = "new";
+  private native: NativeModel | undefined;
+  private modelInfo: NativeModelInfo | undefined;
+
+  /** Validates the options; call `load()` next (or use `MultimodalLM.load(options)`). */
+  constructor(options: LoadOptions) {
+    this.options = resolveLoadOptions(options);
+  }
+
+  /** Creates and loads a model. */
+  static async load(options: LoadOptions): Promise<MultimodalLM> {
+    const lm = new MultimodalLM(options);
+    await lm.load();
+    return lm;
+  }
+
+  /** Loads the model and projector off the main thread. Rejects with E_MODEL_LOAD, E_FILE_NOT_FOUND or E_ABORTED. */
+  async load(): Promise<this> {
+    if (this.state === "disposed") throw new StateError("E_DISPOSED", "This MultimodalLM has been disposed; create a new one.");
+    if (this.state !== "new") {
+      throw new StateError("E_BUSY", this.state === "loading" ? "load() is already running." : "The model is already loaded.");
+    }
+    const { native: opts, signal, logLevel } = this.options;
+    this.state = "loading";
+    try {
+      if (signal?.aborted) throw new AbortError("Loading was aborted.", { cause: signal.reason });
+      await checkGguf(opts.model, "model");
+      await checkGguf(opts.mmproj, "mmproj");
+      const native = new (getBinding().NativeModel)();
+      this.native = native;
+      const logger = this.options.logger ?? defaultLogger;
+      const onLog = logLevel > 0 ? (level: number, line: string) => logger(LOG_LEVEL_NAMES[level] ?? "info", line) : undefined;
+      const onProgress = this.options.onProgress ?? (() => {});
+      this.modelInfo = await this.call(signal, (id) => native.load(id, opts, onProgress, logLevel, onLog));
+    } catch (error) {
+      const native = this.native;
+      this.native = undefined;
+      // A dispose() during load wins; otherwise load can be tried again.
+      if (this.state === "loading") this.state = "new";
+      await native?.dispose(nextRequestId++, () => {});
+      throw error;
+    }
+    if (this.state !== "loading") throw new StateError("E_DISPOSED", "The model was disposed while loading.");
+    this.state = "loaded";
+    return this;
+  }
+
+  /** What was loaded. */
+  get info(): ModelInfo {
+    const info: Partial<NativeModelInfo> = { ...this.loaded() };
+    const { vision, audio } = info as NativeModelInfo;
+    delete info.marker;
+    delete info.vision;
+    delete info.audio;
+    return { ...(info as Omit<NativeModelInfo, "marker" | "vision" | "audio">), capabilities: { vision, audio } };
+  }
+
+  /** The text that stands for one image in a prompt (`<__media__>`). */
+  get marker(): string {
+    return getBinding().mediaMarker();
+  }
+
+  /** True between a successful `load()` and `dispose()`. */
+  get isLoaded(): boolean {
+    return this.state === "loaded";
+  }
+
+  /** Generates a reply to one user turn with images. */
+  async generate(request: GenerateRequest): Promise<GenerateResult> {
+    return this.runGenerate(request, () => {});
+  }
+
+  /** Like `generate`, streaming text pieces as they are produced. */
+  generateStream(request: GenerateRequest): TextStream<GenerateResult> {
+    return this.stream(request, (r, push) => this.runGenerate(r, push));
+  }
+
+  /** Generates the assistant's reply to a conversation. */
+  async chat(request: ChatRequest): Promise<GenerateResult> {
+    return this.runChat(request, () => {});
+  }
+
+  /** Like `chat`, streaming text pieces as they are produced. */
+  chatStream(request: ChatRequest): TextStream<GenerateResult> {
+    return this.stream(request, (r, push) => this.runChat(r, push));
+  }
+
+  /** Describes one image; `options.prompt` asks something else. Resolves to the text. */
+  async describeImage(image: ImageInput, options: DescribeImageOptions = {}): Promise<string> {
+    if (!is.object(options)) throw invalidParameter("options", "an object", options);
+    rejectUnknownKeys("describeImage()", options, DESCRIBE_KEYS);
+    const { prompt = DEFAULT_PROMPT, ...rest } = options;
+    if (!is.string(prompt)) throw invalidParameter("prompt", "a string", prompt);
+    return (await this.generate({ ...rest, prompt, images: [image] })).text;
+  }
+
+  /** The projector's output embeddings for one image, `[tokens, embeddingSize]`. */
+  async embedImage(image: ImageInput, options: { signal?: AbortSignal; image?: CallImageOptions } = {}): Promise<ImageEmbedding> {
+    const native = this.loadedNative();
+    rejectUnknownKeys("embedImage()", options, ["signal", "image"]);
+    const signal = optionalSignal("signal", options.signal);
+    const [decoded] = await this.loadImages([image], options.image, signal);
+    const r = await this.call(signal, (id) => native.embedImage(id, decoded!, () => {}));
+    return { data: r.data, shape: [r.tokens, r.embeddingSize], id: decoded!.id, encodeMs: r.encodeMs };
+  }
+
+  /**
+   * Tokens (and positions) a `generate()` call with this prompt and images would use, without
+   * decoding or encoding the images: only their sizes are read.
+   */
+  async countTokens(
+    prompt: string,
+    images: ImageInput[] = [],
+    options: { raw?: boolean; signal?: AbortSignal; image?: CallImageOptions } = {},
+  ): Promise<TokenCount> {
+    const native = this.loadedNative();
+    rejectUnknownKeys("countTokens()", options, ["raw", "signal", "image"]);
+    const signal = optionalSignal("signal", options.signal);
+    const raw = optionalBoolean("raw", options.raw, false);
+    const text = this.userPrompt(prompt, images, raw);
+    const imageOptions = this.imageOptions(options.image, signal);
+    const sizes = await Promise.all(images.map((image) => imageSize(image, imageOptions)));
+    return this.call(signal, (id) => native.countTokens(id, text, sizes, true, () => {}));
+  }
+
+  /** Token ids of `text`. By default no BOS is added and special-token text is kept literal. */
+  tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Uint32Array {
+    const native = this.loadedNative();
+    if (!is.string(text)) throw invalidParameter("text", "a string", text);
+    return native.tokenize(text, optionalBoolean("addSpecial", options.addSpecial, false), optionalBoolean("parseSpecial", options.parseSpecial, false));
+  }
+
+  /** The text of token ids. */
+  detokenize(tokens: Uint32Array | number[]): string {
+    const native = this.loadedNative();
+    const array = tokens instanceof Uint32Array ? tokens : Uint32Array.from(tokens);
+    return native.detokenize(array);
+  }
+
+  /** The prompt text a `chat()` call renders, with one marker per image. */
+  formatChat(messages: ChatMessage[]): string {
+    const native = this.loadedNative();
+    return this.render(native, parseMessages(messages).messages);
+  }
+
+  /**
+   * Aborts running and queued requests (they reject with E_DISPOSED) and frees the model,
+   * projector and context. Later calls throw E_DISPOSED. Safe to call twice.
+   */
+  async dispose(): Promise<void> {
+    if (this.state === "disposed") return;
+    this.state = "disposed";
+    const native = this.native;
+    this.native = undefined;
+    if (native) await native.dispose(nextRequestId++, () => {});
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  // --- internals ---------------------------------------------------------------
+
+  private loaded(): NativeModelInfo {
+    if (this.state === "disposed") throw new StateError("E_DISPOSED", "This MultimodalLM has been disposed; create a new one.");
+    if (this.state !== "loaded" || !this.modelInfo) {
+      throw new StateError("E_NOT_LOADED", "The model is not loaded yet: await lm.load() (or use MultimodalLM.load()) first.");
+    }
+    return this.modelInfo;
+  }
+
+  private loadedNative(): NativeModel {
+    this.loaded();
+    return this.native!;
+  }
+
+  /** Runs one native request with `signal` wired to cancel it; maps native errors. */
+  private async call<T>(signal: AbortSignal | undefined, run: (id: number) => Promise<T>): Promise<T> {
+    const id = nextRequestId++;
+    if (signal?.aborted) throw new AbortError("The operation was aborted.", { cause: signal.reason });
+    const native = this.native!;
+    const onAbort = () => native.cancel(id);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await run(id);
+    } catch (error) {
+      throw fromNative(error, signal);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private imageOptions(call: CallImageOptions | undefined, signal: AbortSignal | undefined): ImageOptions {
+    if (call !== undefined && !is.object(call)) throw invalidParameter("image", "an object of image options", call);
+    return { ...this.options.image, ...call, ...(signal ? { signal } : {}) };
+  }
+
+  private async loadImages(images: ImageInput[], call: CallImageOptions | undefined, signal: AbortSignal | undefined): Promise<DecodedImage[]> {
+    const options = this.imageOptions(call, signal);
+    return Promise.all(images.map((image) => loadImage(image, options)));
+  }
+
+  private render(native: NativeModel, messages: NativeChatMessage[]): string {
+    try {
+      return native.formatChat(messages, true);
+    } catch (error) {
+      throw fromNative(error);
+    }
+  }
+
+  /** One user turn: markers before the text when it has none, then the chat template. */
+  private userPrompt(prompt: unknown, images: unknown, raw: boolean): string {
+    if (!is.string(prompt)) throw invalidParameter("prompt", "a string", prompt);
+    if (!Array.isArray(images)) throw invalidParameter("images", "an array of images", images);
+    const marker = this.loaded().marker;
+    const markers = countOccurrences(prompt, marker);
+    if (markers > 0 && markers !== images.length) throw mismatch(markers, images.length, marker);
+    const content = markers === 0 ? marker.repeat(images.length) + prompt : prompt;
+    return raw ? content : this.render(this.native!, [{ role: "user", content }]);
+  }
+
+  private runGenerate(request: GenerateRequest, push: (piece: string) => void): Promise<GenerateResult> {
+    if (!is.object(request)) throw invalidParameter("request", "an object with a prompt", request);
+    rejectUnknownKeys("generate()", request, GENERATE_KEYS);
+    const raw = optionalBoolean("raw", request.raw, false);
+    const images = request.images ?? [];
+    const prompt = this.userPrompt(request.prompt, images, raw);
+    return this.execute(prompt, images, request, push);
+  }
+
+  private runChat(request: ChatRequest, push: (piece: string) => void): Promise<GenerateResult> {
+    if (!is.object(request)) throw invalidParameter("request", "an object with messages", request);
+    rejectUnknownKeys("chat()", request, CHAT_KEYS);
+    const native = this.loadedNative();
+    const { messages, images } = parseMessages(request.messages);
+    const prompt = this.render(native, messages);
+    const marker = this.loaded().marker;
+    const markers = countOccurrences(prompt, marker);
+    if (markers !== images.length) throw mismatch(markers, images.length, marker);
+    return this.execute(prompt, images, request, push);
+  }
+
+  private async execute(
+    prompt: string,
+    images: ImageInput[],
+    options: SamplingOptions & { image?: CallImageOptions },
+    push: (piece: string) => void,
+  ): Promise<GenerateResult> {
+    const started = performance.now();
+    const native = this.loadedNative();
+    const sampling = resolveSampling(options);
+    const signal = optionalSignal("signal", options.signal);
+    const decoded = await this.loadImages(images, options.image, signal);
+    const imageLoadMs = performance.now() - started;
+    const r: NativeGenerateResult = await this.call(signal, (id) =>
+      native.generate(id, { prompt, media: decoded, addSpecial: true, ...sampling }, push),
+    );
+    const prefillOnly = r.promptMs > 0 ? r.promptTokens / (r.promptMs / 1000) : 0;
+    return {
+      text: r.text,
+      stopReason: r.stopReason,
+      usage: { promptTokens: r.promptTokens, completionTokens: r.completionTokens, totalTokens: r.promptTokens + r.completionTokens },
+      timings: {
+        imageLoadMs,
+        encodeMs: r.encodeMs,
+        promptMs: r.promptMs,
+        generationMs: r.generationMs,
+        timeToFirstTokenMs: r.timeToFirstTokenMs,
+        promptTokensPerSecond: prefillOnly,
+        generationTokensPerSecond: r.generationMs > 0 ? r.completionTokens / (r.generationMs / 1000) : 0,
+        totalMs: performance.now() - started,
+      },
+    };
+  }
+
+  private stream<R extends { signal?: AbortSignal }>(
+    request: R,
+    run: (request: R, push: (piece: string) => void) => Promise<GenerateResult>,
+  ): TextStream<GenerateResult> {
+    const controller = new AbortController();
+    if (!is.object(request)) throw invalidParameter("request", "an object", request);
+    const user = optionalSignal("signal", request.signal);
+    const signal = user ? AbortSignal.any([user, controller.signal]) : controller.signal;
+    return new PieceQueue<GenerateResult>(
+      async (push) => run({ ...request, signal }, push),
+      () => controller.abort(new AbortError("The stream was stopped.")),
+    );
+  }
+}

@@ -1,0 +1,220 @@
+// Validation and defaults for MultimodalLM's options. Native code trusts what leaves here.
+import type { ImageOptions } from "./media/image.js";
+import type { NativeGenerateRequest, NativeLoadOptions } from "./native-types.js";
+import { MultimodalLMError } from "./errors.js";
+import {
+  invalidParameter,
+  is,
+  optionalBoolean,
+  optionalInteger,
+  optionalNumber,
+  optionalSignal,
+  rejectUnknownKeys,
+} from "./validate.js";
+
+export type LogLevel = "none" | "error" | "warn" | "info" | "debug";
+
+/** Receives llama.cpp's and mtmd's log lines for one model. */
+export type Logger = (level: Exclude<LogLevel, "none">, message: string) => void;
+
+export interface LoadOptions {
+  /** Path of the text model GGUF. */
+  model: string;
+  /** Path of the multimodal projector GGUF (mmproj) that belongs to the model. */
+  mmproj: string;
+  /** Context window in tokens. Default: the model's trained context, at most 8192. */
+  contextSize?: number;
+  /** CPU threads. Default: the number of physical cores. */
+  threads?: number;
+  /** Logical batch size for prompt processing. Default 2048. */
+  batchSize?: number;
+  /** Text-model layers to offload to the GPU: a count, or "auto" (all; the default). Ignored by CPU builds. */
+  gpuLayers?: number | "auto";
+  /** Run the projector (vision encoder) on the GPU. Default true. Ignored by CPU builds. */
+  mmprojOnGpu?: boolean;
+  /** Flash attention: "auto" (default), true or false. */
+  flashAttention?: boolean | "auto";
+  /** Lower bound on tokens per image, for models with dynamic resolution. Default: the mmproj's own. */
+  imageMinTokens?: number;
+  /** Upper bound on tokens per image, for models with dynamic resolution. Default: the mmproj's own. */
+  imageMaxTokens?: number;
+  /** A Jinja chat template to use instead of the model's own. */
+  chatTemplate?: string;
+  /** Run llama.cpp's warm-up passes at load (allocates compute buffers up front). Default true. */
+  warmup?: boolean;
+  /** Defaults for every image this model reads (pixel limit, pixel budget, download limits). */
+  image?: Omit<ImageOptions, "signal">;
+  /** Log level. Default "none", or the MULTIMODAL_LM_LOG environment variable (1 = "info"). */
+  logLevel?: LogLevel;
+  /** Where log lines go. Default: stderr, prefixed with [multimodal-lm]. */
+  logger?: Logger;
+  /** Called with the loading progress, 0 to 1. */
+  onProgress?: (fraction: number) => void;
+  /** Aborts loading. */
+  signal?: AbortSignal;
+}
+
+const LOAD_KEYS = [
+  "model",
+  "mmproj",
+  "contextSize",
+  "threads",
+  "batchSize",
+  "gpuLayers",
+  "mmprojOnGpu",
+  "flashAttention",
+  "imageMinTokens",
+  "imageMaxTokens",
+  "chatTemplate",
+  "warmup",
+  "image",
+  "logLevel",
+  "logger",
+  "onProgress",
+  "signal",
+] as const;
+
+const LOG_LEVELS: Record<LogLevel, number> = { none: 0, debug: 1, info: 2, warn: 3, error: 4 };
+export const LOG_LEVEL_NAMES: Record<number, Exclude<LogLevel, "none">> = { 1: "debug", 2: "info", 3: "warn", 4: "error" };
+
+function logLevelFromEnv(env: NodeJS.ProcessEnv): LogLevel {
+  const value = env.MULTIMODAL_LM_LOG?.trim().toLowerCase();
+  if (!value || value === "0" || value === "none") return "none";
+  if (value in LOG_LEVELS) return value as LogLevel;
+  return "info";
+}
+
+export interface ResolvedLoadOptions {
+  native: NativeLoadOptions;
+  logLevel: number;
+  logger: Logger | undefined;
+  onProgress: ((fraction: number) => void) | undefined;
+  signal: AbortSignal | undefined;
+  image: Omit<ImageOptions, "signal">;
+}
+
+export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = process.env): ResolvedLoadOptions {
+  if (!is.object(options)) throw invalidParameter("options", "an object with model and mmproj paths", options);
+  rejectUnknownKeys("MultimodalLM.load()", options, LOAD_KEYS);
+  const o = options as Partial<LoadOptions>;
+  for (const key of ["model", "mmproj"] as const) {
+    if (!is.string(o[key]) || o[key].length === 0) throw invalidParameter(key, "a path to a GGUF file", o[key]);
+  }
+  let gpuLayers = -1;
+  if (o.gpuLayers !== undefined && o.gpuLayers !== "auto") {
+    gpuLayers = optionalInteger("gpuLayers", o.gpuLayers, 0, 100_000, 0);
+  }
+  let flashAttention = -1;
+  if (o.flashAttention !== undefined && o.flashAttention !== "auto") {
+    if (!is.bool(o.flashAttention)) throw invalidParameter("flashAttention", 'true, false or "auto"', o.flashAttention);
+    flashAttention = o.flashAttention ? 1 : 0;
+  }
+  if (o.chatTemplate !== undefined && (!is.string(o.chatTemplate) || o.chatTemplate.length === 0)) {
+    throw invalidParameter("chatTemplate", "a non-empty Jinja template string", o.chatTemplate);
+  }
+  const imageMinTokens = optionalInteger("imageMinTokens", o.imageMinTokens, 1, 1_000_000, -1);
+  const imageMaxTokens = optionalInteger("imageMaxTokens", o.imageMaxTokens, 1, 1_000_000, -1);
+  if (imageMinTokens > 0 && imageMaxTokens > 0 && imageMinTokens > imageMaxTokens) {
+    throw new MultimodalLMError(
+      "E_INVALID_ARGUMENT",
+      `Expected imageMinTokens (${imageMinTokens}) to be at most imageMaxTokens (${imageMaxTokens})`,
+    );
+  }
+  const logLevelName = o.logLevel ?? logLevelFromEnv(env);
+  if (!(logLevelName in LOG_LEVELS)) throw invalidParameter("logLevel", `one of ${Object.keys(LOG_LEVELS).join(", ")}`, o.logLevel);
+  if (o.logger !== undefined && !is.fn(o.logger)) throw invalidParameter("logger", "a function (level, message) => void", o.logger);
+  if (o.onProgress !== undefined && !is.fn(o.onProgress)) throw invalidParameter("onProgress", "a function (fraction) => void", o.onProgress);
+  if (o.image !== undefined && !is.object(o.image)) throw invalidParameter("image", "an object of image options", o.image);
+  if (o.image && "signal" in o.image) throw invalidParameter("image.signal", "no signal here (pass signal to each call)", o.image.signal);
+
+  return {
+    native: {
+      model: o.model!,
+      mmproj: o.mmproj!,
+      ...(o.chatTemplate !== undefined ? { chatTemplate: o.chatTemplate } : {}),
+      contextSize: optionalInteger("contextSize", o.contextSize, 16, 1 << 24, 0),
+      threads: optionalInteger("threads", o.threads, 1, 1024, -1),
+      batchSize: optionalInteger("batchSize", o.batchSize, 32, 1 << 20, 2048),
+      gpuLayers,
+      mmprojOnGpu: optionalBoolean("mmprojOnGpu", o.mmprojOnGpu, true),
+      flashAttention,
+      imageMinTokens,
+      imageMaxTokens,
+      warmup: optionalBoolean("warmup", o.warmup, true),
+    },
+    logLevel: LOG_LEVELS[logLevelName as LogLevel],
+    logger: o.logger as Logger | undefined,
+    onProgress: o.onProgress as ((fraction: number) => void) | undefined,
+    signal: optionalSignal("signal", o.signal),
+    image: (o.image ?? {}) as Omit<ImageOptions, "signal">,
+  };
+}
+
+/** Sampling and stopping options shared by every generating call. */
+export interface SamplingOptions {
+  /** 0 picks the most likely token every time (greedy). Default 0.8. */
+  temperature?: number;
+  /** Keep the k most likely tokens; 0 keeps all. Default 40. */
+  topK?: number;
+  /** Nucleus sampling; 1 disables it. Default 0.95. */
+  topP?: number;
+  /** Drop tokens below minP × the top token's probability; 0 disables it. Default 0.05. */
+  minP?: number;
+  /** Penalty for repeating any of the last 64 tokens; 1 disables it. Default 1. */
+  repeatPenalty?: number;
+  /** OpenAI-style presence penalty, -2 to 2. Default 0. */
+  presencePenalty?: number;
+  /** OpenAI-style frequency penalty, -2 to 2. Default 0. */
+  frequencyPenalty?: number;
+  /** RNG seed for sampling. Default: random. */
+  seed?: number;
+  /** Most tokens to generate. Default: until end of generation or a full context. */
+  maxTokens?: number;
+  /** Stop before any of these strings; they are not part of the text. */
+  stop?: string | string[];
+  /** Keep going past end-of-generation tokens. Default false. */
+  ignoreEos?: boolean;
+  /** Aborting it rejects the call with `AbortError` (code E_ABORTED). */
+  signal?: AbortSignal;
+}
+
+export const SAMPLING_KEYS = [
+  "temperature",
+  "topK",
+  "topP",
+  "minP",
+  "repeatPenalty",
+  "presencePenalty",
+  "frequencyPenalty",
+  "seed",
+  "maxTokens",
+  "stop",
+  "ignoreEos",
+  "signal",
+] as const;
+
+export type NativeSampling = Omit<NativeGenerateRequest, "prompt" | "media" | "addSpecial">;
+
+export function resolveSampling(o: SamplingOptions): NativeSampling {
+  let stop: string[] = [];
+  if (o.stop !== undefined) {
+    stop = typeof o.stop === "string" ? [o.stop] : Array.isArray(o.stop) ? o.stop : [];
+    if ((!is.string(o.stop) && !Array.isArray(o.stop)) || stop.some((s) => !is.string(s) || s.length === 0)) {
+      throw invalidParameter("stop", "a non-empty string or an array of them", o.stop);
+    }
+  }
+  return {
+    temperature: optionalNumber("temperature", o.temperature, 0, 100, 0.8),
+    topK: optionalInteger("topK", o.topK, 0, 1 << 30, 40),
+    topP: optionalNumber("topP", o.topP, 0, 1, 0.95),
+    minP: optionalNumber("minP", o.minP, 0, 1, 0.05),
+    repeatPenalty: optionalNumber("repeatPenalty", o.repeatPenalty, 0, 100, 1),
+    repeatLastN: 64,
+    presencePenalty: optionalNumber("presencePenalty", o.presencePenalty, -2, 2, 0),
+    frequencyPenalty: optionalNumber("frequencyPenalty", o.frequencyPenalty, -2, 2, 0),
+    seed: optionalInteger("seed", o.seed, 0, 0xfffffffe, 0xffffffff),
+    maxTokens: optionalInteger("maxTokens", o.maxTokens, 0, 1 << 30, -1),
+    stop,
+    ignoreEos: optionalBoolean("ignoreEos", o.ignoreEos, false),
+  };
+}
