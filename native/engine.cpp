@@ -42,6 +42,7 @@ struct GgufDeleter {
 struct GgufSummary {
     std::string architecture;
     std::string projector;
+    uint32_t contextLength = 0;
 };
 
 bool readGguf(const std::string& path, GgufSummary& out) {
@@ -56,6 +57,9 @@ bool readGguf(const std::string& path, GgufSummary& out) {
     out.architecture = str("general.architecture");
     out.projector = str("clip.projector_type");
     if (out.projector.empty()) out.projector = str("clip.vision.projector_type");
+    const int64_t ctxKey = gguf_find_key(g.get(), (out.architecture + ".context_length").c_str());
+    if (ctxKey >= 0 && gguf_get_kv_type(g.get(), ctxKey) == GGUF_TYPE_UINT32)
+        out.contextLength = gguf_get_val_u32(g.get(), ctxKey);
     return true;
 }
 
@@ -96,6 +100,8 @@ size_t partialStopTail(const std::string& text, const std::vector<std::string>& 
     }
     return best;
 }
+
+constexpr uint32_t kDefaultContextCap = 8192;
 
 }  // namespace
 
@@ -173,7 +179,12 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
 
     common_params params;
     params.model.path = p.model;
-    params.n_ctx = p.contextSize;
+    // Default context: the trained size, capped so a 128k-context model does not
+    // reserve gigabytes of KV cache unasked.
+    params.n_ctx = p.contextSize > 0
+                       ? p.contextSize
+                       : static_cast<int32_t>(std::min<uint32_t>(
+                             textMeta.contextLength > 0 ? textMeta.contextLength : 4096, kDefaultContextCap));
     params.n_batch = p.batchSize;
     params.n_ubatch = std::min(p.batchSize, 512);
     params.n_gpu_layers = p.gpuLayers;

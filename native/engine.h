@@ -28,7 +28,7 @@ struct LoadParams {
     std::string model;
     std::string mmproj;
     std::string chatTemplate;  // empty: the model's own
-    int32_t contextSize = 0;   // 0: the model's trained context
+    int32_t contextSize = 0;   // 0: the trained context, at most 8192
     int32_t threads = -1;      // -1: physical cores
     int32_t batchSize = 2048;
     int32_t gpuLayers = -1;  // -1: auto (all that fit), 0: none
