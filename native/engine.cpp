@@ -8,6 +8,7 @@
 
 #include "chat.h"
 #include "common.h"
+#include "ggml-backend.h"
 #include "gguf.h"
 #include "llama.h"
 #include "mtmd-helper.h"
@@ -102,6 +103,14 @@ size_t partialStopTail(const std::string& text, const std::vector<std::string>& 
 }
 
 constexpr uint32_t kDefaultContextCap = 8192;
+
+bool hasGpuDevice() {
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));
+        if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) return true;
+    }
+    return false;
+}
 
 }  // namespace
 
@@ -227,12 +236,17 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
     mp.image_max_tokens = p.imageMaxTokens;
     mp.progress_callback = onProgress;
     mp.progress_callback_user_data = &projProgress;
-    // The vision encoder is one ggml graph; asking for every layer's output lets the
-    // scheduler stop between layers once the request is aborted.
+    // The vision encoder is one ggml graph. Asking to see some nodes' outputs splits it
+    // there, and returning false afterwards stops the rest once the request is aborted.
+    // On the CPU it stops after any matmul or attention node (a big image's layer can take
+    // seconds); on a GPU only between layers, so no fused kernels are split apart.
+    cpuEncoder_ = !p.mmprojOnGpu || !hasGpuDevice();
     mp.cb_eval = [](struct ggml_tensor* t, bool ask, void* user) -> bool {
         auto* engine = static_cast<Engine*>(user);
-        if (ask) return std::strncmp(t->name, "layer_out-", 10) == 0 || engine->aborted();
-        return !engine->aborted();
+        if (!ask) return !engine->aborted();
+        if (std::strncmp(t->name, "layer_out-", 10) == 0) return true;
+        return engine->cpuEncoder_ &&
+               (t->op == GGML_OP_MUL_MAT || t->op == GGML_OP_FLASH_ATTN_EXT || t->op == GGML_OP_SOFT_MAX);
     };
     mp.cb_eval_user_data = this;
     state->mtmd.reset(mtmd_init_from_file(p.mmproj.c_str(), state->model, mp));

@@ -165,6 +165,7 @@ class Engine {
     void throwIfAborted() const;
 
     LogSink* sink_;
+    bool cpuEncoder_ = true;
     std::atomic<const std::atomic<bool>*> abort_{nullptr};
     std::unique_ptr<State> state_;
 };

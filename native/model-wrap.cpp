@@ -2,8 +2,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -103,6 +106,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                                InstanceMethod<&NativeModel::tokenize>("tokenize"),
                                InstanceMethod<&NativeModel::detokenize>("detokenize"),
                                InstanceMethod<&NativeModel::dispose>("dispose"),
+                               InstanceMethod<&NativeModel::stopForExit>("stopForExit"),
                            });
     }
 
@@ -113,6 +117,16 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     ~NativeModel() override {
         napi_remove_env_cleanup_hook(env_, &NativeModel::onEnvCleanup, this);
         shutdown();
+    }
+
+    // process.exit() skips Node's environment cleanup hooks and runs C++ static
+    // destructors while the engine thread may still be decoding. JS calls this from
+    // process.on("exit"): abort everything and wait for the engine thread; free nothing.
+    Napi::Value stopForExit(const Napi::CallbackInfo& info) {
+        disposing_ = true;
+        for (auto& entry : requests_) entry.second->store(true);
+        if (worker_) worker_->stopAndJoin();
+        return info.Env().Undefined();
     }
 
     // Called on the JS thread when a request settles.

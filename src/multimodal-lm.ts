@@ -103,6 +103,22 @@ export interface ModelInfo extends Omit<NativeModelInfo, "marker" | "vision" | "
 type State = "new" | "loading" | "loaded" | "disposed";
 
 let nextRequestId = 1;
+
+// process.exit() does not wait for native threads: stop every engine thread first.
+// Weak references, so a model dropped without dispose() can still be collected.
+const liveModels = new Set<WeakRef<NativeModel>>();
+let exitHookInstalled = false;
+function trackForExit(native: NativeModel): WeakRef<NativeModel> {
+  const ref = new WeakRef(native);
+  liveModels.add(ref);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once("exit", () => {
+      for (const live of liveModels) live.deref()?.stopForExit();
+    });
+  }
+  return ref;
+}
 const DEFAULT_PROMPT = "Describe this image.";
 const GENERATE_KEYS = ["prompt", "images", "raw", "image", ...SAMPLING_KEYS] as const;
 const CHAT_KEYS = ["messages", "image", ...SAMPLING_KEYS] as const;
@@ -188,6 +204,7 @@ export class MultimodalLM implements AsyncDisposable {
   private state: State = "new";
   private native: NativeModel | undefined;
   private modelInfo: NativeModelInfo | undefined;
+  private exitRef: WeakRef<NativeModel> | undefined;
 
   /** Validates the options; call `load()` next (or use `MultimodalLM.load(options)`). */
   constructor(options: LoadOptions) {
@@ -215,6 +232,7 @@ export class MultimodalLM implements AsyncDisposable {
       await checkGguf(opts.mmproj, "mmproj");
       const native = new (getBinding().NativeModel)();
       this.native = native;
+      this.exitRef = trackForExit(native);
       const logger = this.options.logger ?? defaultLogger;
       const onLog = logLevel > 0 ? (level: number, line: string) => logger(LOG_LEVEL_NAMES[level] ?? "info", line) : undefined;
       const onProgress = this.options.onProgress ?? (() => {});
@@ -224,6 +242,7 @@ export class MultimodalLM implements AsyncDisposable {
       this.native = undefined;
       // A dispose() during load wins; otherwise load can be tried again.
       if (this.state === "loading") this.state = "new";
+      if (this.exitRef) liveModels.delete(this.exitRef);
       await native?.dispose(nextRequestId++, () => {});
       throw error;
     }
@@ -339,7 +358,9 @@ export class MultimodalLM implements AsyncDisposable {
     this.state = "disposed";
     const native = this.native;
     this.native = undefined;
-    if (native) await native.dispose(nextRequestId++, () => {});
+    if (!native) return;
+    if (this.exitRef) liveModels.delete(this.exitRef);
+    await native.dispose(nextRequestId++, () => {});
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

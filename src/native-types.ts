@@ -158,4 +158,6 @@ export interface NativeModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Uint32Array;
   detokenize(tokens: Uint32Array): string;
   dispose(id: number, unused: () => void): Promise<void>;
+  /** Synchronously aborts everything and joins the engine thread (for process exit). */
+  stopForExit(): void;
 }

@@ -5,7 +5,8 @@ import path from "node:path";
 import { gguf, GGUFValueType as HFValueType } from "@huggingface/gguf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { MultimodalLMError } from "../src/errors.js";
+import { ModelLoadError, MultimodalLMError } from "../src/errors.js";
+import { MultimodalLM } from "../src/multimodal-lm.js";
 import {
   GGMLType,
   GGUFEncoder,
@@ -270,11 +271,18 @@ describe("malformed GGUF files from the low-level encoder", () => {
           .tensorInfo("b", [8], GGMLType.F32, 64),
       /offset/,
     ],
-  ])("the reference loader rejects %s with an error, not a crash", (what, build, message) => {
+  ])("the reference loader and MultimodalLM reject %s with an error, not a crash", async (what, build, message) => {
     const file = lyingFile(`${what.replaceAll(" ", "-")}.gguf`, build);
     const r = loadWithReference(file, mmproj, image, message);
     expect(r.signal, r.stderr).toBeNull();
     expect(r.status, r.stderr).toBe(1);
     expect(r.stderr).toMatch(message);
+    const error = await MultimodalLM.load({ model: file, mmproj }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect((error as ModelLoadError).code).toBe("E_MODEL_LOAD");
+    expect((error as ModelLoadError).message).toMatch(file);
   });
 });
