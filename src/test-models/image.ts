@@ -16,6 +16,14 @@ export function encodePng(width: number, height: number, rgb: Uint8Array): Buffe
     // Filter type 0 (none) per row.
     raw.set(rgb.subarray(y * width * 3, (y + 1) * width * 3), y * (width * 3 + 1) + 1);
   }
+  return pngFile(width, height, deflateSync(raw));
+}
+
+/**
+ * An 8-bit RGB PNG with the given IHDR size and compressed pixel data, as is: a header may
+ * claim more pixels than the data holds (decompression-bomb tests).
+ */
+export function pngFile(width: number, height: number, idat: Buffer): Buffer {
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);
@@ -24,7 +32,7 @@ export function encodePng(width: number, height: number, rgb: Uint8Array): Buffe
   return Buffer.concat([
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     chunk("IHDR", ihdr),
-    chunk("IDAT", deflateSync(raw)),
+    chunk("IDAT", idat),
     chunk("IEND", Buffer.alloc(0)),
   ]);
 }

@@ -1,10 +1,10 @@
 // Image fixtures, good and bad, generated at test time so no binary file is committed.
 // Shared by the media tests and the model-level tests.
-import { crc32, deflateSync } from "node:zlib";
+import { deflateSync } from "node:zlib";
 
 import sharp from "sharp";
 
-import { encodePng, testPattern } from "../../src/test-models/image.js";
+import { encodePng, pngFile, testPattern } from "../../src/test-models/image.js";
 
 /** A deterministic RGB test picture (gradient plus seeded rectangles), `width * height * 3` bytes. */
 export function sampleRgb(width: number, height: number): Uint8Array {
@@ -34,26 +34,7 @@ export function nonImageBytes(): Buffer {
  * nothing that large is ever allocated; the pixel data is a few rows of zeros.
  */
 export function pngBomb(width = 30_000, height = 30_000): Buffer {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8; // bit depth
-  ihdr[9] = 2; // colour type: truecolour
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    pngChunk("IHDR", ihdr),
-    pngChunk("IDAT", deflateSync(Buffer.alloc(4 * (width * 3 + 1)))),
-    pngChunk("IEND", Buffer.alloc(0)),
-  ]);
-}
-
-function pngChunk(type: string, data: Buffer): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(data.length, 0);
-  head.write(type, 4, "ascii");
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(data, crc32(head.subarray(4))) >>> 0, 0);
-  return Buffer.concat([head, data, crc]);
+  return pngFile(width, height, deflateSync(Buffer.alloc(4 * (width * 3 + 1))));
 }
 
 /** A data: URL whose payload has characters outside the base64 alphabets. */
