@@ -41,6 +41,13 @@ std::string getString(const Napi::Object& o, const char* key, const std::string&
     return v.IsString() ? v.As<Napi::String>().Utf8Value() : fallback;
 }
 
+// A JS Error carrying one of the MultimodalLMErrorCode values; src/ maps it to its class.
+Napi::Error codedError(Napi::Env env, const std::string& code, const std::string& message) {
+    Napi::Error error = Napi::Error::New(env, message);
+    error.Set("code", Napi::String::New(env, code));
+    return error;
+}
+
 Media readMedia(const Napi::Object& o) {
     Media m;
     m.width = getUint(o, "width", 0);
@@ -143,13 +150,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         disposed_ = true;
         disposing_ = true;
         for (auto& entry : requests_) entry.second->store(true);
-        if (worker_) worker_->stopAndJoin();
-        worker_.reset();
-        engine_.reset();
-        if (logFn_) {
-            logFn_.Release();
-            logFn_ = Napi::ThreadSafeFunction();
-        }
+        finishDispose();
     }
 
     void finishDispose() {
@@ -173,9 +174,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             message = "the model is not loaded";
         }
         if (code == nullptr) return true;
-        Napi::Error e = Napi::Error::New(env, message);
-        e.Set("code", Napi::String::New(env, code));
-        e.ThrowAsJavaScriptException();
+        codedError(env, code, message).ThrowAsJavaScriptException();
         return false;
     }
 
@@ -223,10 +222,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         Napi::Env env = info.Env();
         if (!guard(env, false)) return env.Undefined();
         if (loading_ || loaded_) {
-            Napi::Error e =
-                Napi::Error::New(env, loaded_ ? "the model is already loaded" : "load() is already running");
-            e.Set("code", Napi::String::New(env, "E_BUSY"));
-            e.ThrowAsJavaScriptException();
+            codedError(env, "E_BUSY", loaded_ ? "the model is already loaded" : "load() is already running")
+                .ThrowAsJavaScriptException();
             return env.Undefined();
         }
         const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
@@ -413,9 +410,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         try {
             return Napi::String::New(env, engine_->formatChat(messages, info[1].As<Napi::Boolean>().Value()));
         } catch (const CodedError& e) {
-            Napi::Error err = Napi::Error::New(env, e.what());
-            err.Set("code", Napi::String::New(env, e.code()));
-            err.ThrowAsJavaScriptException();
+            codedError(env, e.code(), e.what()).ThrowAsJavaScriptException();
             return env.Undefined();
         }
     }
@@ -502,11 +497,9 @@ void callJs(Napi::Env env, Napi::Function callback, OpContext* ctx, Event* event
             return;
         }
         case Event::Kind::Fail: {
-            Napi::Error error = Napi::Error::New(env, event->text);
-            error.Set("code", Napi::String::New(env, event->code));
             ctx->model->loadSettled(ctx->id, false);
             ctx->model->settled(ctx->id);
-            ctx->deferred.Reject(error.Value());
+            ctx->deferred.Reject(codedError(env, event->code, event->text).Value());
             return;
         }
     }
