@@ -328,6 +328,23 @@ describe("loading", () => {
     expect(e.message).toMatch(/mismatch between text model \(n_embd = 256\) and mmproj \(n_embd = 576\)/);
   });
 
+  it("aborts loading through its signal, and a later load works", async () => {
+    expect((await rejection(MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj, signal: AbortSignal.abort() }))).code).toBe("E_ABORTED");
+    // The SmolVLM-256M shape takes long enough to load (~0.8 s here) to abort in the middle.
+    const bench = await ensureTestModel("smolvlm-256m-bench");
+    const controller = new AbortController();
+    const seen: number[] = [];
+    const onProgress = (p: number) => {
+      seen.push(p);
+      if (seen.length === 1) controller.abort();
+    };
+    const error = await rejection(MultimodalLM.load({ model: bench.model, mmproj: bench.mmproj, signal: controller.signal, onProgress }));
+    expect(error.code).toBe("E_ABORTED");
+    expect(seen.at(-1)).toBeLessThan(1);
+    await using lm = await MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj });
+    expect(lm.isLoaded).toBe(true);
+  });
+
   it("rejects a prompt longer than the context", async () => {
     // llama.cpp rounds the context up to a multiple of 256.
     await using lm = await MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj, contextSize: 256 });
