@@ -167,9 +167,13 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
     }
 
     // Progress is shared between the two files by size.
-    std::error_code ec;
-    const double textBytes = static_cast<double>(std::filesystem::file_size(p.model, ec));
-    const double projBytes = static_cast<double>(std::filesystem::file_size(p.mmproj, ec));
+    auto sizeOf = [](const std::string& path) {
+        std::error_code ec;
+        const auto size = std::filesystem::file_size(path, ec);
+        return ec ? 0.0 : static_cast<double>(size);
+    };
+    const double textBytes = sizeOf(p.model);
+    const double projBytes = sizeOf(p.mmproj);
     const float textShare = textBytes + projBytes > 0 ? static_cast<float>(textBytes / (textBytes + projBytes)) : 0.5f;
     struct ProgressState {
         const Engine* engine;

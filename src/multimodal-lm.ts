@@ -14,7 +14,7 @@ import {
   StateError,
   type MultimodalLMErrorCode,
 } from "./errors.js";
-import { imageSize, loadImage, type DecodedImage, type ImageInput, type ImageOptions } from "./media/image.js";
+import { imageSize, loadImage, validateImageOptions, type DecodedImage, type ImageInput, type ImageOptions } from "./media/image.js";
 import { parseMessages, type ChatMessage } from "./messages.js";
 import type { NativeChatMessage, NativeGenerateResult, NativeModel, NativeModelInfo } from "./native-types.js";
 import {
@@ -399,7 +399,8 @@ export class MultimodalLM implements AsyncDisposable {
   }
 
   private imageOptions(call: CallImageOptions | undefined, signal: AbortSignal | undefined): ImageOptions {
-    if (call !== undefined && !is.object(call)) throw invalidParameter("image", "an object of image options", call);
+    if (call !== undefined && is.object(call) && "signal" in call) throw invalidParameter("image.signal", "no signal here (pass signal to the call)", call.signal);
+    validateImageOptions(call, "image");
     return { ...this.options.image, ...call, ...(signal ? { signal } : {}) };
   }
 

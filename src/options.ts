@@ -1,5 +1,5 @@
 // Validation and defaults for MultimodalLM's options. Native code trusts what leaves here.
-import type { ImageOptions } from "./media/image.js";
+import { validateImageOptions, type ImageOptions } from "./media/image.js";
 import type { NativeGenerateRequest, NativeLoadOptions } from "./native-types.js";
 import { MultimodalLMError } from "./errors.js";
 import {
@@ -124,8 +124,10 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
   if (!(logLevelName in LOG_LEVELS)) throw invalidParameter("logLevel", `one of ${Object.keys(LOG_LEVELS).join(", ")}`, o.logLevel);
   if (o.logger !== undefined && !is.fn(o.logger)) throw invalidParameter("logger", "a function (level, message) => void", o.logger);
   if (o.onProgress !== undefined && !is.fn(o.onProgress)) throw invalidParameter("onProgress", "a function (fraction) => void", o.onProgress);
-  if (o.image !== undefined && !is.object(o.image)) throw invalidParameter("image", "an object of image options", o.image);
-  if (o.image && "signal" in o.image) throw invalidParameter("image.signal", "no signal here (pass signal to each call)", o.image.signal);
+  if (o.image !== undefined && is.object(o.image) && "signal" in o.image) {
+    throw invalidParameter("image.signal", "no signal here (pass signal to each call)", o.image.signal);
+  }
+  validateImageOptions(o.image, "image");
 
   return {
     native: {

@@ -58,7 +58,7 @@ export function optionalSignal(name: string, value: unknown): AbortSignal | unde
   return value;
 }
 
-/** Throws when `options` has a key not in `known`, naming the closest misspelling target is left to the caller. */
+/** Throws when `options` has a key not in `known`, naming the key and listing the known ones. */
 export function rejectUnknownKeys(what: string, options: Record<string, unknown>, known: readonly string[]): void {
   for (const key of Object.keys(options)) {
     if (!known.includes(key)) {

@@ -261,6 +261,74 @@ describe("MultimodalLM on qwen2vl-tiny", () => {
   });
 });
 
+describe("options take effect", () => {
+  let lm: MultimodalLM;
+  beforeAll(async () => {
+    lm = await MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj });
+  });
+  afterAll(() => lm?.dispose());
+
+  it("raw: true tokenizes the prompt as given", async () => {
+    const templated = lm.formatChat([{ role: "user", content: `${lm.marker}Describe this image.` }]);
+    const viaTemplate = await lm.generate({ prompt: "Describe this image.", images: [image], ...greedy, maxTokens: 12 });
+    const raw = await lm.generate({ prompt: templated, images: [image], raw: true, ...greedy, maxTokens: 12 });
+    expect(raw.text).toBe(viaTemplate.text);
+    const plain = await lm.generate({ prompt: "Describe this image.", images: [image], raw: true, ...greedy, maxTokens: 12 });
+    expect(plain.usage.promptTokens).toBeLessThan(raw.usage.promptTokens);
+  });
+
+  it("sampling options change the output; the same seed repeats it", async () => {
+    const base = { prompt: "Tell me", maxTokens: 24 };
+    const greedyText = (await lm.generate({ ...base, ...greedy })).text;
+    expect((await lm.generate({ ...base, temperature: 1, topK: 1 })).text).toBe(greedyText);
+    const a = await lm.generate({ ...base, temperature: 1.5, topK: 0, topP: 1, minP: 0, seed: 7 });
+    expect((await lm.generate({ ...base, temperature: 1.5, topK: 0, topP: 1, minP: 0, seed: 7 })).text).toBe(a.text);
+    expect(a.text).not.toBe(greedyText);
+    expect((await lm.generate({ ...base, temperature: 1.5, topK: 0, topP: 1, minP: 0, seed: 8 })).text).not.toBe(a.text);
+    for (const penalty of [{ repeatPenalty: 1.5 }, { presencePenalty: 2 }, { frequencyPenalty: 2 }]) {
+      expect((await lm.generate({ ...base, ...greedy, ...penalty, maxTokens: 64 })).text, JSON.stringify(penalty)).not.toBe(
+        (await lm.generate({ ...base, ...greedy, maxTokens: 64 })).text,
+      );
+    }
+  });
+
+  it("image pixel budgets at load and per call change the image's token count", async () => {
+    const big = { data: testPattern(448, 448, 2), width: 448, height: 448 };
+    expect((await lm.countTokens("x", [big])).mediaTokens).toBe(256);
+    expect((await lm.countTokens("x", [big], { image: { maxPixels: 112 * 112 } })).mediaTokens).toBe(16);
+    await using small = await MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj, image: { maxPixels: 224 * 224 } });
+    expect((await small.countTokens("x", [big])).mediaTokens).toBe(64);
+    const r = await small.generate({ prompt: "x", images: [big], maxTokens: 1 });
+    expect(r.usage.promptTokens).toBe((await small.countTokens("x", [big])).tokens);
+    expect((await rejection(lm.countTokens("x", [big], { image: { maxPixels: -1 } }))).message).toMatch(/image\.maxPixels/);
+    expect(() => new MultimodalLM({ model: qwen.model, mmproj: qwen.mmproj, image: { limitInputPixels: 0 } })).toThrow(/image\.limitInputPixels/);
+  });
+
+  it("imageMaxTokens caps the tokens per image", async () => {
+    const big = { data: testPattern(448, 448, 2), width: 448, height: 448 };
+    await using capped = await MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj, imageMaxTokens: 64 });
+    const count = await capped.countTokens("x", [big]);
+    expect(count.mediaTokens).toBeLessThanOrEqual(64);
+    expect(count.mediaTokens).toBeGreaterThan(0);
+  });
+
+  it("chatTemplate replaces the model's template", async () => {
+    await using custom = await MultimodalLM.load({
+      model: qwen.model,
+      mmproj: qwen.mmproj,
+      chatTemplate: "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}",
+    });
+    expect(custom.formatChat([{ role: "user", content: "hi" }])).toBe("[user] hi\n[assistant] ");
+    expect((await custom.generate({ prompt: "hi", ...greedy, maxTokens: 4 })).usage.completionTokens).toBe(4);
+  });
+
+  it("threads, batchSize and warmup do not change greedy output", async () => {
+    const expected = (await lm.generate({ prompt: "Describe this image.", images: [image], ...greedy, maxTokens: 16 })).text;
+    await using other = await MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj, threads: 1, batchSize: 32, warmup: false, flashAttention: false });
+    expect((await other.generate({ prompt: "Describe this image.", images: [image], ...greedy, maxTokens: 16 })).text).toBe(expected);
+  });
+});
+
 describe("MultimodalLM streaming with multibyte characters", () => {
   it("never splits a character between pieces, and the pieces add up to the text", async () => {
     const files = await ensureTestModel("qwen2vl-tiny", { head: "multibyte" });
