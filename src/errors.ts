@@ -14,6 +14,14 @@ export type MultimodalLMErrorCode =
   | "E_IMAGE_TOO_LARGE"
   /** A `data:` URL is empty, malformed, or not valid base64. */
   | "E_INVALID_DATA_URL"
+  /** No ffmpeg (or ffprobe) binary was found; the message lists the four ways to provide one. */
+  | "E_FFMPEG_NOT_FOUND"
+  /** The bytes are not a readable video: no video stream, no frames, truncated, or a refused container (playlist, concat list). */
+  | "E_VIDEO_DECODE"
+  /** The sampled frames would need more memory than `maxTotalBytes` allows, or a frame is over `limitInputPixels`. */
+  | "E_VIDEO_TOO_LARGE"
+  /** ffmpeg or ffprobe ran past the video's `timeoutMs`. */
+  | "E_VIDEO_TIMEOUT"
   /** An http(s) download failed: network error, HTTP status, timeout, byte cap or redirect limit. */
   | "E_FETCH"
   /** The prompt's media markers and the media given do not match in number. */
@@ -60,6 +68,17 @@ export class ModelLoadError extends MultimodalLMError {
 /** An image input could not be read, fetched or decoded. */
 export class ImageError extends MultimodalLMError {
   constructor(code: "E_IMAGE_DECODE" | "E_IMAGE_TOO_LARGE" | "E_INVALID_DATA_URL", message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+/** A video input could not be read, probed or decoded, or ffmpeg is missing. */
+export class VideoError extends MultimodalLMError {
+  constructor(
+    code: "E_FFMPEG_NOT_FOUND" | "E_VIDEO_DECODE" | "E_VIDEO_TOO_LARGE" | "E_VIDEO_TIMEOUT" | "E_INVALID_DATA_URL",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(code, message, options);
   }
 }
