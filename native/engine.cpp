@@ -140,6 +140,11 @@ void Engine::throwIfAborted() const {
     if (aborted()) throw CodedError("E_ABORTED", "aborted");
 }
 
+namespace {
+mtmd::input_chunks_ptr tokenizeItems(mtmd_context* mctx, const std::string& prompt, const std::string& marker,
+                                     const std::vector<MediaItem>& items, bool addSpecial, LogSink* sink);
+}  // namespace
+
 ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
     ScopedLogSink logScope(sink_);
     const double t0 = nowMs();
@@ -295,6 +300,24 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
     info.vision = mtmd_support_vision(state->mtmd.get());
     info.audio = mtmd_support_audio(state->mtmd.get());
     info.mrope = mtmd_decode_use_mrope(state->mtmd.get());
+    if (info.vision) {
+        // Whether two mergeable frames become one chunk: tokenize two small placeholders.
+        MediaItem pair;
+        for (int i = 0; i < 2; ++i) {
+            Media frame;
+            frame.width = frame.height = 64;
+            frame.mergeable = true;
+            pair.segments.push_back({false, "", frame});
+        }
+        mtmd::input_chunks_ptr chunks =
+            tokenizeItems(state->mtmd.get(), state->marker, state->marker, {pair}, false, sink_);
+        size_t mediaChunks = 0;
+        for (size_t i = 0; i < mtmd_input_chunks_size(chunks.get()); ++i) {
+            if (mtmd_input_chunk_get_type(mtmd_input_chunks_get(chunks.get(), i)) != MTMD_INPUT_CHUNK_TYPE_TEXT)
+                ++mediaChunks;
+        }
+        info.frameMerge = mediaChunks == 1 ? 2 : 1;
+    }
     state_ = std::move(state);
     if (progress) progress(1.0f);
     info.loadMs = nowMs() - t0;
@@ -362,16 +385,72 @@ void checkMarkers(const std::string& prompt, const std::string& marker, size_t m
     if (markers != media) {
         throw CodedError("E_MEDIA_MISMATCH", "the prompt has " + std::to_string(markers) + " media marker" +
                                                  (markers == 1 ? "" : "s") + " (" + marker + ") but " +
-                                                 std::to_string(media) + " image" + (media == 1 ? " was" : "s were") +
-                                                 " given");
+                                                 std::to_string(media) + " media item" +
+                                                 (media == 1 ? " was" : "s were") + " given");
     }
 }
 
-mtmd::input_chunks_ptr tokenizeWithMedia(mtmd_context* mctx, const std::string& prompt, bool addSpecial,
-                                         const std::vector<const mtmd_bitmap*>& bitmaps, LogSink* sink) {
+// The prompt split at its markers, each marker replaced by its item's segments, then
+// mtmd_tokenize_from_parts. Text between markers is split and tokenized exactly as
+// mtmd_tokenize does (empty pieces dropped, special tokens parsed); a video's text segments
+// are separate parts, as mtmd does for the text its lazy video bitmaps return.
+mtmd::input_chunks_ptr tokenizeItems(mtmd_context* mctx, const std::string& prompt, const std::string& marker,
+                                     const std::vector<MediaItem>& items, bool addSpecial, LogSink* sink) {
+    checkMarkers(prompt, marker, items.size());
+    struct Piece {
+        const std::string* text = nullptr;
+        const Media* media = nullptr;
+    };
+    std::vector<std::string> texts;  // prompt pieces; reserved so pointers stay valid
+    texts.reserve(items.size() + 1);
+    std::vector<Piece> pieces;
+    size_t start = 0;
+    for (const MediaItem& item : items) {
+        const size_t at = prompt.find(marker, start);
+        if (at > start) {
+            texts.push_back(prompt.substr(start, at - start));
+            pieces.push_back({&texts.back(), nullptr});
+        }
+        for (const MediaSegment& seg : item.segments) {
+            if (seg.isText) {
+                if (!seg.text.empty()) pieces.push_back({&seg.text, nullptr});
+            } else {
+                pieces.push_back({nullptr, &seg.media});
+            }
+        }
+        start = at + marker.size();
+    }
+    if (start < prompt.size()) {
+        texts.push_back(prompt.substr(start));
+        pieces.push_back({&texts.back(), nullptr});
+    }
+
+    mtmd::bitmaps bitmaps;
+    std::vector<mtmd_input_text> inputTexts;
+    inputTexts.reserve(pieces.size());
+    std::vector<mtmd_input_part> parts;
+    parts.reserve(pieces.size());
+    for (const Piece& piece : pieces) {
+        if (piece.text) {
+            inputTexts.push_back({piece.text->c_str(), piece.text->size(), addSpecial, /*parse_special*/ true});
+            parts.push_back({&inputTexts.back(), nullptr});
+            continue;
+        }
+        const Media& m = *piece.media;
+        std::vector<unsigned char> zeros;
+        if (m.rgb.empty()) zeros.assign(static_cast<size_t>(m.width) * m.height * 3, 0);
+        mtmd_bitmap* b = mtmd_bitmap_init(m.width, m.height, m.rgb.empty() ? zeros.data() : m.rgb.data());
+        if (!m.id.empty()) mtmd_bitmap_set_id(b, m.id.c_str());
+        mtmd_bitmap_set_mergeable(b, m.mergeable);
+        bitmaps.entries.emplace_back(b);
+        parts.push_back({nullptr, b});
+    }
+    std::vector<const mtmd_input_part*> partPtrs;
+    partPtrs.reserve(parts.size());
+    for (const mtmd_input_part& part : parts) partPtrs.push_back(&part);
+
     mtmd::input_chunks_ptr chunks(mtmd_input_chunks_init());
-    mtmd_input_text text{prompt.c_str(), prompt.size(), addSpecial, /*parse_special*/ true};
-    const int32_t res = mtmd_tokenize(mctx, chunks.get(), &text, bitmaps.data(), bitmaps.size());
+    const int32_t res = mtmd_tokenize_from_parts(mctx, chunks.get(), partPtrs.data(), partPtrs.size(), addSpecial);
     if (res != 0) {
         throw CodedError("E_ENGINE",
                          withDetail("mtmd_tokenize failed with " + std::to_string(res), sink->takeErrors()));
@@ -379,18 +458,17 @@ mtmd::input_chunks_ptr tokenizeWithMedia(mtmd_context* mctx, const std::string& 
     return chunks;
 }
 
+MediaItem singleImage(const Media& media) {
+    MediaItem item;
+    item.segments.push_back({false, "", media});
+    return item;
+}
+
 }  // namespace
 
-TokenCount Engine::countTokens(const std::string& prompt, const std::vector<MediaSize>& sizes, bool addSpecial) {
+TokenCount Engine::countTokens(const std::string& prompt, const std::vector<MediaItem>& media, bool addSpecial) {
     ScopedLogSink logScope(sink_);
-    checkMarkers(prompt, state_->marker, sizes.size());
-    // Placeholder bitmaps: only the size decides how many tokens an image takes.
-    mtmd::bitmaps bitmaps;
-    for (const MediaSize& s : sizes) {
-        std::vector<unsigned char> zeros(static_cast<size_t>(s.width) * s.height * 3, 0);
-        bitmaps.entries.emplace_back(mtmd_bitmap_init(s.width, s.height, zeros.data()));
-    }
-    mtmd::input_chunks_ptr chunks = tokenizeWithMedia(state_->mtmd.get(), prompt, addSpecial, bitmaps.c_ptr(), sink_);
+    mtmd::input_chunks_ptr chunks = tokenizeItems(state_->mtmd.get(), prompt, state_->marker, media, addSpecial, sink_);
 
     TokenCount out;
     out.tokens = static_cast<int32_t>(mtmd_helper_get_n_tokens(chunks.get()));
@@ -403,6 +481,7 @@ TokenCount Engine::countTokens(const std::string& prompt, const std::vector<Medi
             out.textTokens += tokens;
         } else {
             out.mediaTokens += tokens;
+            out.mediaChunks++;
         }
     }
     return out;
@@ -416,14 +495,7 @@ GenerateResult Engine::generate(const GenerateParams& p, const Piece& onPiece) {
     State& s = *state_;
     throwIfAborted();
 
-    checkMarkers(p.prompt, s.marker, p.media.size());
-    mtmd::bitmaps bitmaps;
-    for (const Media& m : p.media) {
-        mtmd_bitmap* b = mtmd_bitmap_init(m.width, m.height, m.rgb.data());
-        mtmd_bitmap_set_id(b, m.id.c_str());
-        bitmaps.entries.emplace_back(b);
-    }
-    mtmd::input_chunks_ptr chunks = tokenizeWithMedia(s.mtmd.get(), p.prompt, p.addSpecial, bitmaps.c_ptr(), sink_);
+    mtmd::input_chunks_ptr chunks = tokenizeItems(s.mtmd.get(), p.prompt, s.marker, p.media, p.addSpecial, sink_);
 
     const int32_t nCtx = static_cast<int32_t>(llama_n_ctx(s.ctx));
     result.promptTokens = static_cast<int32_t>(mtmd_helper_get_n_tokens(chunks.get()));
@@ -461,6 +533,7 @@ GenerateResult Engine::generate(const GenerateParams& p, const Piece& onPiece) {
             }
         } else {
             result.mediaTokens += chunkTokens;
+            result.mediaChunks++;
             float* embd = mbatch ? mtmd_batch_get_output_embd(mbatch.get(), chunk) : nullptr;
             if (embd == nullptr) {
                 mbatch.reset(mtmd_batch_init(s.mtmd.get()));
@@ -585,9 +658,7 @@ EmbedResult Engine::embedImage(const Media& media) {
     sink_->takeErrors();
     State& s = *state_;
     throwIfAborted();
-    mtmd::bitmap bitmap(mtmd_bitmap_init(media.width, media.height, media.rgb.data()));
-    bitmap.set_id(media.id.c_str());
-    mtmd::input_chunks_ptr chunks = tokenizeWithMedia(s.mtmd.get(), s.marker, false, {bitmap.ptr.get()}, sink_);
+    mtmd::input_chunks_ptr chunks = tokenizeItems(s.mtmd.get(), s.marker, s.marker, {singleImage(media)}, false, sink_);
 
     EmbedResult out;
     out.embeddingSize = llama_model_n_embd_inp(s.model);

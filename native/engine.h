@@ -53,15 +53,29 @@ struct ModelInfo {
     bool vision = false;
     bool audio = false;
     bool mrope = false;
+    int32_t frameMerge = 1;  // 2: consecutive mergeable frames share one chunk (Qwen-VL video)
     double loadMs = 0;
 };
 
-// Decoded RGB pixels; Media never parses files.
+// Decoded RGB pixels; Media never parses files. Empty rgb: a placeholder of that size (counting).
 struct Media {
     std::vector<uint8_t> rgb;
     uint32_t width = 0;
     uint32_t height = 0;
     std::string id;
+    bool mergeable = false;  // a video frame that may share a temporal chunk with its neighbour
+};
+
+// What one media marker in the prompt stands for: one image, or a video's text and frames
+// in order (a prefix, timestamps, the frames). Text segments are tokenized on their own,
+// as mtmd does for the text a lazy (video) bitmap returns.
+struct MediaSegment {
+    bool isText = false;
+    std::string text;
+    Media media;
+};
+struct MediaItem {
+    std::vector<MediaSegment> segments;
 };
 
 struct SamplingParams {
@@ -77,8 +91,8 @@ struct SamplingParams {
 };
 
 struct GenerateParams {
-    std::string prompt;  // with one media marker per Media item
-    std::vector<Media> media;
+    std::string prompt;  // with one media marker per MediaItem
+    std::vector<MediaItem> media;
     bool addSpecial = true;  // BOS etc. as the vocab says
     SamplingParams sampling;
     int32_t maxTokens = -1;  // -1: until EOS or the context is full
@@ -92,6 +106,7 @@ struct GenerateResult {
     int32_t promptTokens = 0;
     int32_t promptPositions = 0;
     int32_t mediaTokens = 0;
+    int32_t mediaChunks = 0;
     int32_t completionTokens = 0;
     double encodeMs = 0;
     double promptMs = 0;
@@ -113,12 +128,7 @@ struct TokenCount {
     int32_t positions = 0;
     int32_t textTokens = 0;
     int32_t mediaTokens = 0;
-    std::vector<int32_t> perMedia;
-};
-
-struct MediaSize {
-    uint32_t width = 0;
-    uint32_t height = 0;
+    int32_t mediaChunks = 0;
 };
 
 struct ChatPart {
@@ -149,7 +159,8 @@ class Engine {
     ModelInfo load(const LoadParams& params, const Progress& progress);
     GenerateResult generate(const GenerateParams& params, const Piece& onPiece);
     EmbedResult embedImage(const Media& media);
-    TokenCount countTokens(const std::string& prompt, const std::vector<MediaSize>& sizes, bool addSpecial);
+    // Media with empty rgb count as zero-filled images of their size; nothing is encoded.
+    TokenCount countTokens(const std::string& prompt, const std::vector<MediaItem>& media, bool addSpecial);
     void unload();
 
     // Read-only; safe on the JS thread while the engine thread decodes.

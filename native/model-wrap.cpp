@@ -53,9 +53,41 @@ Media readMedia(const Napi::Object& o) {
     m.width = getUint(o, "width", 0);
     m.height = getUint(o, "height", 0);
     m.id = getString(o, "id");
-    Napi::Uint8Array data = o.Get("data").As<Napi::Uint8Array>();
-    m.rgb.assign(data.Data(), data.Data() + data.ByteLength());
+    m.mergeable = getBool(o, "mergeable", false);
+    Napi::Value data = o.Get("data");
+    if (data.IsTypedArray()) {
+        Napi::Uint8Array bytes = data.As<Napi::Uint8Array>();
+        m.rgb.assign(bytes.Data(), bytes.Data() + bytes.ByteLength());
+    }
     return m;
+}
+
+// An image ({data, width, height, id} or, for counting, {width, height}), or a video:
+// {segments: [string | frame, ...]}.
+MediaItem readMediaItem(const Napi::Object& o) {
+    MediaItem item;
+    Napi::Value segments = o.Get("segments");
+    if (!segments.IsArray()) {
+        item.segments.push_back({false, "", readMedia(o)});
+        return item;
+    }
+    Napi::Array a = segments.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+        Napi::Value v = a.Get(i);
+        if (v.IsString()) {
+            item.segments.push_back({true, v.As<Napi::String>().Utf8Value(), Media{}});
+        } else {
+            item.segments.push_back({false, "", readMedia(v.As<Napi::Object>())});
+        }
+    }
+    return item;
+}
+
+std::vector<MediaItem> readMediaItems(const Napi::Value& value) {
+    std::vector<MediaItem> items;
+    Napi::Array a = value.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) items.push_back(readMediaItem(a.Get(i).As<Napi::Object>()));
+    return items;
 }
 
 // --- events from the engine thread to JS --------------------------------------
@@ -280,6 +312,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                 out.Set("vision", mi.vision);
                 out.Set("audio", mi.audio);
                 out.Set("mrope", mi.mrope);
+                out.Set("frameMerge", mi.frameMerge);
                 out.Set("loadMs", mi.loadMs);
                 return out;
             });
@@ -294,8 +327,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         auto p = std::make_shared<GenerateParams>();
         p->prompt = getString(o, "prompt");
         p->addSpecial = getBool(o, "addSpecial", true);
-        Napi::Array media = o.Get("media").As<Napi::Array>();
-        for (uint32_t i = 0; i < media.Length(); ++i) p->media.push_back(readMedia(media.Get(i).As<Napi::Object>()));
+        p->media = readMediaItems(o.Get("media"));
         SamplingParams& s = p->sampling;
         s.temperature = getFloat(o, "temperature", s.temperature);
         s.topK = getInt(o, "topK", s.topK);
@@ -322,6 +354,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                 out.Set("promptTokens", r.promptTokens);
                 out.Set("promptPositions", r.promptPositions);
                 out.Set("mediaTokens", r.mediaTokens);
+                out.Set("mediaChunks", r.mediaChunks);
                 out.Set("completionTokens", r.completionTokens);
                 out.Set("encodeMs", r.encodeMs);
                 out.Set("promptMs", r.promptMs);
@@ -359,21 +392,17 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         if (!guard(env, true)) return env.Undefined();
         const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
         std::string prompt = info[1].As<Napi::String>().Utf8Value();
-        std::vector<MediaSize> sizes;
-        Napi::Array a = info[2].As<Napi::Array>();
-        for (uint32_t i = 0; i < a.Length(); ++i) {
-            Napi::Object s = a.Get(i).As<Napi::Object>();
-            sizes.push_back({getUint(s, "width", 1), getUint(s, "height", 1)});
-        }
+        auto media = std::make_shared<std::vector<MediaItem>>(readMediaItems(info[2]));
         const bool addSpecial = info[3].As<Napi::Boolean>().Value();
-        return schedule(info, id, info[4].As<Napi::Function>(), [prompt, sizes, addSpecial](Engine& engine, Emitter&) {
-            TokenCount c = engine.countTokens(prompt, sizes, addSpecial);
+        return schedule(info, id, info[4].As<Napi::Function>(), [prompt, media, addSpecial](Engine& engine, Emitter&) {
+            TokenCount c = engine.countTokens(prompt, *media, addSpecial);
             return std::function<Napi::Value(Napi::Env)>([c](Napi::Env env) -> Napi::Value {
                 Napi::Object out = Napi::Object::New(env);
                 out.Set("tokens", c.tokens);
                 out.Set("positions", c.positions);
                 out.Set("textTokens", c.textTokens);
                 out.Set("mediaTokens", c.mediaTokens);
+                out.Set("mediaChunks", c.mediaChunks);
                 return out;
             });
         });

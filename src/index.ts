@@ -15,12 +15,15 @@ export {
   MediaMismatchError,
   ModelLoadError,
   StateError,
+  VideoError,
 } from "./errors.js";
 export { MultimodalLM } from "./multimodal-lm.js";
 export type {
   CallImageOptions,
+  CallVideoOptions,
   ChatRequest,
   DescribeImageOptions,
+  DescribeVideoOptions,
   GenerateRequest,
   GenerateResult,
   ImageEmbedding,
@@ -34,3 +37,7 @@ export type { TextStream } from "./stream.js";
 export { loadImage, imageSize } from "./media/image.js";
 export type { DecodedImage, ImageInput, ImageOptions, RawImage } from "./media/image.js";
 export type { FetchLimits } from "./media/fetch.js";
+export { loadVideo, planVideo, planFrames, MAX_VIDEO_FRAMES } from "./media/video.js";
+export type { DecodedVideo, FramePlan, VideoFrame, VideoInfo, VideoInput, VideoOptions, VideoPlan } from "./media/video.js";
+export { findFfmpeg } from "./media/ffmpeg.js";
+export type { FfmpegBinaries, FfmpegLocations } from "./media/ffmpeg.js";

@@ -15,8 +15,25 @@ import {
   type MultimodalLMErrorCode,
 } from "./errors.js";
 import { imageSize, loadImage, validateImageOptions, type DecodedImage, type ImageInput, type ImageOptions } from "./media/image.js";
-import { parseMessages, type ChatMessage } from "./messages.js";
-import type { NativeChatMessage, NativeGenerateResult, NativeModel, NativeModelInfo } from "./native-types.js";
+import {
+  loadVideo,
+  planVideo,
+  validateVideoOptions,
+  type DecodedVideo,
+  type VideoInfo,
+  type VideoInput,
+  type VideoOptions,
+} from "./media/video.js";
+import { parseMessages, type ChatMessage, type MediaRef } from "./messages.js";
+import type {
+  NativeChatMessage,
+  NativeGenerateResult,
+  NativeMedia,
+  NativeMediaItem,
+  NativeMediaSizeItem,
+  NativeModel,
+  NativeModelInfo,
+} from "./native-types.js";
 import {
   LOG_LEVEL_NAMES,
   resolveLoadOptions,
@@ -33,20 +50,30 @@ import { invalidParameter, is, optionalBoolean, optionalSignal, rejectUnknownKey
 /** Per-call image options: the pixel budget and limits (the signal is the call's own). */
 export type CallImageOptions = Omit<ImageOptions, "signal">;
 
+/** Per-call video options: sampling, frame budget, limits, timestamps (the signal is the call's own). */
+export type CallVideoOptions = Omit<VideoOptions, "signal">;
+
 export interface GenerateRequest extends SamplingOptions {
-  /** One user turn. Without media markers, the images go before the text (as llama-mtmd-cli does). */
+  /**
+   * One user turn. Without media markers, the images and then the videos go before the text
+   * (as llama-mtmd-cli does); with markers, they fill them in that order: images first, then videos.
+   */
   prompt: string;
   images?: ImageInput[];
+  videos?: VideoInput[];
   /** Skip the chat template: the prompt is tokenized as given (with BOS if the model wants one). */
   raw?: boolean;
   /** Image options for this call, over the model's defaults. */
   image?: CallImageOptions;
+  /** Video options for this call, over the model's defaults. */
+  video?: CallVideoOptions;
 }
 
 export interface ChatRequest extends SamplingOptions {
-  /** OpenAI-style messages; content parts may be text, image_url or image. */
+  /** OpenAI-style messages; content parts may be text, image_url, image, video_url or video. */
   messages: ChatMessage[];
   image?: CallImageOptions;
+  video?: CallVideoOptions;
 }
 
 export interface DescribeImageOptions extends SamplingOptions {
@@ -55,15 +82,31 @@ export interface DescribeImageOptions extends SamplingOptions {
   image?: CallImageOptions;
 }
 
+/** describeVideo's options: the question, sampling, and the video options, all in one object. */
+export interface DescribeVideoOptions extends SamplingOptions, CallVideoOptions {
+  /** The question. Default "Describe this video." */
+  prompt?: string;
+}
+
 export type StopReason = "eos" | "stop" | "length" | "context";
 
 export interface GenerateResult {
   text: string;
   /** eos: the model ended; stop: a stop string; length: maxTokens; context: the context is full. */
   stopReason: StopReason;
-  usage: { promptTokens: number; completionTokens: number; totalTokens: number };
+  usage: {
+    promptTokens: number;
+    completionTokens: number;
+    totalTokens: number;
+    /** Prompt tokens that came from images and video frames. */
+    mediaTokens: number;
+    /** Media chunks encoded: one per image, one per frame or merged pair of frames. */
+    mediaChunks: number;
+  };
+  /** One entry per video in the prompt, in order: what was sampled from it. */
+  videos: Array<{ info: VideoInfo; frames: number; timestamps: number[]; width: number; height: number }>;
   timings: {
-    /** Reading and decoding the images in JS. */
+    /** Reading and decoding the images and videos in JS (in parallel). */
     imageLoadMs: number;
     /** Running the vision encoder. */
     encodeMs: number;
@@ -94,10 +137,13 @@ export interface TokenCount {
   positions: number;
   textTokens: number;
   mediaTokens: number;
+  /** Media chunks: one per image, one per frame or merged pair of frames. */
+  mediaChunks: number;
 }
 
 export interface ModelInfo extends Omit<NativeModelInfo, "marker" | "vision" | "audio"> {
-  capabilities: { vision: boolean; audio: boolean };
+  /** video: frames can be sent (any vision model); with frameMerge 2 consecutive frames share a chunk. */
+  capabilities: { vision: boolean; audio: boolean; video: boolean };
 }
 
 type State = "new" | "loading" | "loaded" | "disposed";
@@ -120,9 +166,34 @@ function trackForExit(native: NativeModel): WeakRef<NativeModel> {
   return ref;
 }
 const DEFAULT_PROMPT = "Describe this image.";
-const GENERATE_KEYS = ["prompt", "images", "raw", "image", ...SAMPLING_KEYS] as const;
-const CHAT_KEYS = ["messages", "image", ...SAMPLING_KEYS] as const;
+const DEFAULT_VIDEO_PROMPT = "Describe this video.";
+const GENERATE_KEYS = ["prompt", "images", "videos", "raw", "image", "video", ...SAMPLING_KEYS] as const;
+const CHAT_KEYS = ["messages", "image", "video", ...SAMPLING_KEYS] as const;
 const DESCRIBE_KEYS = ["prompt", "image", ...SAMPLING_KEYS] as const;
+const VIDEO_OPTION_KEYS = [
+  "fps",
+  "maxFrames",
+  "numFrames",
+  "start",
+  "end",
+  "minPixels",
+  "maxPixels",
+  "limitInputPixels",
+  "maxTotalBytes",
+  "timeoutMs",
+  "timestamps",
+  "prefix",
+  "ffmpeg",
+  "ffprobe",
+  "fetch",
+  "onProgress",
+] as const;
+
+/** llama.cpp's timestamp text: [0m5.00s]. */
+export function formatTimestamp(seconds: number): string {
+  const minutes = Math.floor(seconds / 60);
+  return `[${minutes}m${(seconds - minutes * 60).toFixed(2)}s]`;
+}
 
 const defaultLogger: Logger = (level, message) => {
   process.stderr.write(`[multimodal-lm] ${level}: ${message}\n`);
@@ -159,10 +230,12 @@ function countOccurrences(text: string, marker: string): number {
   return n;
 }
 
-function mismatch(markers: number, images: number, marker: string): MediaMismatchError {
+function mismatch(markers: number, images: number, videos: number, marker: string): MediaMismatchError {
+  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  const given = videos === 0 ? plural(images, "image") : images === 0 ? plural(videos, "video") : `${plural(images, "image")} and ${plural(videos, "video")}`;
   return new MediaMismatchError(
-    `The prompt has ${markers} media marker${markers === 1 ? "" : "s"} (${marker}) but ${images} image${images === 1 ? " was" : "s were"} given. ` +
-      "Put one marker where each image goes, or none to put all images before the text.",
+    `The prompt has ${plural(markers, "media marker")} (${marker}) but ${given} ${images + videos === 1 ? "was" : "were"} given. ` +
+      "Put one marker where each image or video goes, or none to put them all before the text.",
   );
 }
 
@@ -258,7 +331,7 @@ export class MultimodalLM implements AsyncDisposable {
     delete info.marker;
     delete info.vision;
     delete info.audio;
-    return { ...(info as Omit<NativeModelInfo, "marker" | "vision" | "audio">), capabilities: { vision, audio } };
+    return { ...(info as Omit<NativeModelInfo, "marker" | "vision" | "audio">), capabilities: { vision, audio, video: vision } };
   }
 
   /** The text that stands for one image in a prompt (`<__media__>`). */
@@ -300,6 +373,24 @@ export class MultimodalLM implements AsyncDisposable {
     return (await this.generate({ ...rest, prompt, images: [image] })).text;
   }
 
+  /**
+   * Describes one video; `options.prompt` asks something else. Takes the sampling options and
+   * the video options (fps, maxFrames, numFrames, start, end, ...) in one object. Resolves to the text.
+   */
+  async describeVideo(video: VideoInput, options: DescribeVideoOptions = {}): Promise<string> {
+    if (!is.object(options)) throw invalidParameter("options", "an object", options);
+    rejectUnknownKeys("describeVideo()", options, ["prompt", ...SAMPLING_KEYS, ...VIDEO_OPTION_KEYS]);
+    const { prompt = DEFAULT_VIDEO_PROMPT } = options;
+    if (!is.string(prompt)) throw invalidParameter("prompt", "a string", prompt);
+    const sampling: Record<string, unknown> = {};
+    const videoOptions: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(options)) {
+      if ((SAMPLING_KEYS as readonly string[]).includes(key)) sampling[key] = value;
+      else if (key !== "prompt") videoOptions[key] = value;
+    }
+    return (await this.generate({ ...sampling, prompt, videos: [video], video: videoOptions as CallVideoOptions })).text;
+  }
+
   /** The projector's output embeddings for one image, `[tokens, embeddingSize]`. */
   async embedImage(image: ImageInput, options: { signal?: AbortSignal; image?: CallImageOptions } = {}): Promise<ImageEmbedding> {
     const native = this.loadedNative();
@@ -317,16 +408,26 @@ export class MultimodalLM implements AsyncDisposable {
   async countTokens(
     prompt: string,
     images: ImageInput[] = [],
-    options: { raw?: boolean; signal?: AbortSignal; image?: CallImageOptions } = {},
+    options: { raw?: boolean; signal?: AbortSignal; image?: CallImageOptions; videos?: VideoInput[]; video?: CallVideoOptions } = {},
   ): Promise<TokenCount> {
     const native = this.loadedNative();
-    rejectUnknownKeys("countTokens()", options, ["raw", "signal", "image"]);
+    rejectUnknownKeys("countTokens()", options, ["raw", "signal", "image", "videos", "video"]);
     const signal = optionalSignal("signal", options.signal);
     const raw = optionalBoolean("raw", options.raw, false);
-    const text = this.userPrompt(prompt, images, raw);
+    const videos = options.videos ?? [];
+    const text = this.userPrompt(prompt, images, videos, raw);
     const imageOptions = this.imageOptions(options.image, signal);
-    const sizes = await Promise.all(images.map((image) => imageSize(image, imageOptions)));
-    return this.call(signal, (id) => native.countTokens(id, text, sizes, true, () => {}));
+    const videoOptions = this.videoOptions(options.video, signal);
+    const frameMerge = this.loaded().frameMerge;
+    const items: NativeMediaSizeItem[] = await Promise.all([
+      ...images.map((image) => imageSize(image, imageOptions)),
+      ...videos.map(async (video) => {
+        const plan = await planVideo(video, videoOptions, { pairs: frameMerge > 1 });
+        const frame = { width: plan.width, height: plan.height, mergeable: true };
+        return { segments: this.videoSegments(plan.timestamps.map((timestamp) => ({ ...frame, timestamp })), videoOptions) };
+      }),
+    ]);
+    return this.call(signal, (id) => native.countTokens(id, text, items, true, () => {}));
   }
 
   /** Token ids of `text`. By default no BOS is added and special-token text is kept literal. */
@@ -404,6 +505,61 @@ export class MultimodalLM implements AsyncDisposable {
     return { ...this.options.image, ...call, ...(signal ? { signal } : {}) };
   }
 
+  private videoOptions(call: CallVideoOptions | undefined, signal: AbortSignal | undefined): VideoOptions {
+    if (call !== undefined && is.object(call) && "signal" in call) throw invalidParameter("video.signal", "no signal here (pass signal to the call)", call.signal);
+    validateVideoOptions(call, "video");
+    return { ...this.options.video, ...call, ...(signal ? { signal } : {}) };
+  }
+
+  /**
+   * A video's segments for the prompt: the prefix, then the frames, with a timestamp text before
+   * a frame each time another `timestamps` seconds have passed. On models that merge frames in
+   * pairs, timestamps go only before the first frame of a pair, so they never split one.
+   */
+  private videoSegments<F extends { timestamp: number }>(frames: F[], options: VideoOptions): Array<string | Omit<F, "timestamp">> {
+    const { prefix, timestamps: interval } = validateVideoOptions(options, "video");
+    const merge = this.loaded().frameMerge;
+    const segments: Array<string | Omit<F, "timestamp">> = [];
+    if (prefix) segments.push(prefix);
+    let next = 0;
+    frames.forEach(({ timestamp, ...frame }, k) => {
+      if (interval > 0 && k % merge === 0 && timestamp >= next) {
+        segments.push(formatTimestamp(timestamp));
+        next = (Math.floor(timestamp / interval) + 1) * interval;
+      }
+      segments.push(frame);
+    });
+    return segments;
+  }
+
+  private async loadMedia(
+    media: MediaRef[],
+    options: { image?: CallImageOptions; video?: CallVideoOptions },
+    signal: AbortSignal | undefined,
+  ): Promise<{ items: NativeMediaItem[]; videos: GenerateResult["videos"] }> {
+    const imageOptions = this.imageOptions(options.image, signal);
+    const videoOptions = this.videoOptions(options.video, signal);
+    const pairs = this.loaded().frameMerge > 1;
+    const loaded = await Promise.all(
+      media.map((ref): Promise<DecodedImage | DecodedVideo> => (ref.type === "image" ? loadImage(ref.input, imageOptions) : loadVideo(ref.input, videoOptions, { pairs }))),
+    );
+    const videos: GenerateResult["videos"] = [];
+    const items = loaded.map((item): NativeMediaItem => {
+      if (!("frames" in item)) return item;
+      const first = item.frames[0]!;
+      videos.push({
+        info: item.info,
+        frames: item.frames.length,
+        timestamps: item.frames.map((f) => f.timestamp),
+        width: first.width,
+        height: first.height,
+      });
+      const frames = item.frames.map((f) => ({ data: f.data, width: f.width, height: f.height, id: f.id, mergeable: true, timestamp: f.timestamp }));
+      return { segments: this.videoSegments(frames, videoOptions) as Array<string | NativeMedia> };
+    });
+    return { items, videos };
+  }
+
   private async loadImages(images: ImageInput[], call: CallImageOptions | undefined, signal: AbortSignal | undefined): Promise<DecodedImage[]> {
     const options = this.imageOptions(call, signal);
     return Promise.all(images.map((image) => loadImage(image, options)));
@@ -418,13 +574,15 @@ export class MultimodalLM implements AsyncDisposable {
   }
 
   /** One user turn: markers before the text when it has none, then the chat template. */
-  private userPrompt(prompt: unknown, images: unknown, raw: boolean): string {
+  private userPrompt(prompt: unknown, images: unknown, videos: unknown, raw: boolean): string {
     if (!is.string(prompt)) throw invalidParameter("prompt", "a string", prompt);
     if (!Array.isArray(images)) throw invalidParameter("images", "an array of images", images);
+    if (!Array.isArray(videos)) throw invalidParameter("videos", "an array of videos", videos);
     const marker = this.loaded().marker;
     const markers = countOccurrences(prompt, marker);
-    if (markers > 0 && markers !== images.length) throw mismatch(markers, images.length, marker);
-    const content = markers === 0 ? marker.repeat(images.length) + prompt : prompt;
+    const count = images.length + videos.length;
+    if (markers > 0 && markers !== count) throw mismatch(markers, images.length, videos.length, marker);
+    const content = markers === 0 ? marker.repeat(count) + prompt : prompt;
     return raw ? content : this.render(this.native!, [{ role: "user", content }]);
   }
 
@@ -433,42 +591,57 @@ export class MultimodalLM implements AsyncDisposable {
     rejectUnknownKeys("generate()", request, GENERATE_KEYS);
     const raw = optionalBoolean("raw", request.raw, false);
     const images = request.images ?? [];
-    const prompt = this.userPrompt(request.prompt, images, raw);
-    return this.execute(prompt, images, request, push);
+    const videos = request.videos ?? [];
+    const prompt = this.userPrompt(request.prompt, images, videos, raw);
+    const media: MediaRef[] = [
+      ...images.map((input): MediaRef => ({ type: "image", input })),
+      ...videos.map((input): MediaRef => ({ type: "video", input })),
+    ];
+    return this.execute(prompt, media, request, push);
   }
 
   private runChat(request: ChatRequest, push: (piece: string) => void): Promise<GenerateResult> {
     if (!is.object(request)) throw invalidParameter("request", "an object with messages", request);
     rejectUnknownKeys("chat()", request, CHAT_KEYS);
     const native = this.loadedNative();
-    const { messages, images } = parseMessages(request.messages);
+    const { messages, media } = parseMessages(request.messages);
     const prompt = this.render(native, messages);
     const marker = this.loaded().marker;
     const markers = countOccurrences(prompt, marker);
-    if (markers !== images.length) throw mismatch(markers, images.length, marker);
-    return this.execute(prompt, images, request, push);
+    if (markers !== media.length) {
+      const videos = media.filter((m) => m.type === "video").length;
+      throw mismatch(markers, media.length - videos, videos, marker);
+    }
+    return this.execute(prompt, media, request, push);
   }
 
   private async execute(
     prompt: string,
-    images: ImageInput[],
-    options: SamplingOptions & { image?: CallImageOptions },
+    media: MediaRef[],
+    options: SamplingOptions & { image?: CallImageOptions; video?: CallVideoOptions },
     push: (piece: string) => void,
   ): Promise<GenerateResult> {
     const started = performance.now();
     const native = this.loadedNative();
     const sampling = resolveSampling(options);
     const signal = optionalSignal("signal", options.signal);
-    const decoded = await this.loadImages(images, options.image, signal);
+    const { items, videos } = await this.loadMedia(media, options, signal);
     const imageLoadMs = performance.now() - started;
     const r: NativeGenerateResult = await this.call(signal, (id) =>
-      native.generate(id, { prompt, media: decoded, addSpecial: true, ...sampling }, push),
+      native.generate(id, { prompt, media: items, addSpecial: true, ...sampling }, push),
     );
     const prefillOnly = r.promptMs > 0 ? r.promptTokens / (r.promptMs / 1000) : 0;
     return {
       text: r.text,
       stopReason: r.stopReason,
-      usage: { promptTokens: r.promptTokens, completionTokens: r.completionTokens, totalTokens: r.promptTokens + r.completionTokens },
+      usage: {
+        promptTokens: r.promptTokens,
+        completionTokens: r.completionTokens,
+        totalTokens: r.promptTokens + r.completionTokens,
+        mediaTokens: r.mediaTokens,
+        mediaChunks: r.mediaChunks,
+      },
+      videos,
       timings: {
         imageLoadMs,
         encodeMs: r.encodeMs,

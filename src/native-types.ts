@@ -75,6 +75,8 @@ export interface NativeModelInfo {
   vision: boolean;
   audio: boolean;
   mrope: boolean;
+  /** 2 when consecutive video frames are merged in pairs into one chunk (Qwen-VL); otherwise 1. */
+  frameMerge: number;
   loadMs: number;
 }
 
@@ -84,11 +86,21 @@ export interface NativeMedia {
   width: number;
   height: number;
   id: string;
+  /** A video frame that may share a temporal chunk with its neighbour. */
+  mergeable?: boolean;
 }
+
+/** What one media marker stands for: an image, or a video's text segments and frames in order. */
+export type NativeMediaItem = NativeMedia | { segments: Array<string | NativeMedia> };
+
+/** For counting: sizes only, the pixels are never read. */
+export type NativeMediaSizeItem =
+  | { width: number; height: number }
+  | { segments: Array<string | { width: number; height: number; mergeable?: boolean }> };
 
 export interface NativeGenerateRequest {
   prompt: string;
-  media: NativeMedia[];
+  media: NativeMediaItem[];
   addSpecial: boolean;
   temperature: number;
   topK: number;
@@ -110,6 +122,7 @@ export interface NativeGenerateResult {
   promptTokens: number;
   promptPositions: number;
   mediaTokens: number;
+  mediaChunks: number;
   completionTokens: number;
   encodeMs: number;
   promptMs: number;
@@ -131,6 +144,7 @@ export interface NativeTokenCount {
   positions: number;
   textTokens: number;
   mediaTokens: number;
+  mediaChunks: number;
 }
 
 export interface NativeChatMessage {
@@ -152,7 +166,7 @@ export interface NativeModel {
   ): Promise<NativeModelInfo>;
   generate(id: number, request: NativeGenerateRequest, onPiece: (piece: string) => void): Promise<NativeGenerateResult>;
   embedImage(id: number, media: NativeMedia, unused: () => void): Promise<NativeEmbedResult>;
-  countTokens(id: number, prompt: string, sizes: Array<{ width: number; height: number }>, addSpecial: boolean, unused: () => void): Promise<NativeTokenCount>;
+  countTokens(id: number, prompt: string, media: NativeMediaSizeItem[], addSpecial: boolean, unused: () => void): Promise<NativeTokenCount>;
   cancel(id: number): void;
   formatChat(messages: NativeChatMessage[], addGenerationPrompt: boolean): string;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Uint32Array;

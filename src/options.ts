@@ -1,5 +1,6 @@
 // Validation and defaults for MultimodalLM's options. Native code trusts what leaves here.
 import { validateImageOptions, type ImageOptions } from "./media/image.js";
+import { validateVideoOptions, type VideoOptions } from "./media/video.js";
 import type { NativeGenerateRequest, NativeLoadOptions } from "./native-types.js";
 import { MultimodalLMError } from "./errors.js";
 import {
@@ -44,6 +45,8 @@ export interface LoadOptions {
   warmup?: boolean;
   /** Defaults for every image this model reads (pixel limit, pixel budget, download limits). */
   image?: Omit<ImageOptions, "signal">;
+  /** Defaults for every video this model reads (sampling, frame budget, ffmpeg path, limits, timestamps). */
+  video?: Omit<VideoOptions, "signal">;
   /** Log level. Default "none", or the MULTIMODAL_LM_LOG environment variable (1 = "info"). */
   logLevel?: LogLevel;
   /** Where log lines go. Default: stderr, prefixed with [multimodal-lm]. */
@@ -68,6 +71,7 @@ const LOAD_KEYS = [
   "chatTemplate",
   "warmup",
   "image",
+  "video",
   "logLevel",
   "logger",
   "onProgress",
@@ -91,6 +95,7 @@ export interface ResolvedLoadOptions {
   onProgress: ((fraction: number) => void) | undefined;
   signal: AbortSignal | undefined;
   image: Omit<ImageOptions, "signal">;
+  video: Omit<VideoOptions, "signal">;
 }
 
 export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = process.env): ResolvedLoadOptions {
@@ -128,6 +133,10 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
     throw invalidParameter("image.signal", "no signal here (pass signal to each call)", o.image.signal);
   }
   validateImageOptions(o.image, "image");
+  if (o.video !== undefined && is.object(o.video) && "signal" in o.video) {
+    throw invalidParameter("video.signal", "no signal here (pass signal to each call)", o.video.signal);
+  }
+  validateVideoOptions(o.video, "video");
 
   return {
     native: {
@@ -149,6 +158,7 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
     onProgress: o.onProgress as ((fraction: number) => void) | undefined,
     signal: optionalSignal("signal", o.signal),
     image: (o.image ?? {}) as Omit<ImageOptions, "signal">,
+    video: (o.video ?? {}) as Omit<VideoOptions, "signal">,
   };
 }
 
