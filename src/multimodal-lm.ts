@@ -100,7 +100,7 @@ export interface GenerateResult {
     totalTokens: number;
     /** Prompt tokens that came from images and video frames. */
     mediaTokens: number;
-    /** Media chunks encoded: one per image, one per frame or merged pair of frames. */
+    /** Media chunks encoded: one or more per image (tiling models split it), and on Qwen-VL one per pair of video frames. */
     mediaChunks: number;
   };
   /** One entry per video in the prompt, in order: what was sampled from it. */
@@ -137,7 +137,7 @@ export interface TokenCount {
   positions: number;
   textTokens: number;
   mediaTokens: number;
-  /** Media chunks: one per image, one per frame or merged pair of frames. */
+  /** Media chunks: one or more per image (tiling models split it), and on Qwen-VL one per pair of video frames. */
   mediaChunks: number;
 }
 
