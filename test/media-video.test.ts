@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MultimodalLMError, VideoError } from "../src/errors.js";
 import { findFfmpeg, runningChildren } from "../src/media/ffmpeg.js";
 import { liveTempDirs, loadVideo, MAX_VIDEO_FRAMES, planFrames, planVideo } from "../src/media/video.js";
-import { audioOnlyClip, frameAt, frameIndex, indexClip, rotateMp4, truncateCopy, vfrClip } from "./helpers/clips.js";
+import { audioOnlyClip, ffmpegAvailable, frameAt, frameIndex, indexClip, rotateMp4, truncateCopy, vfrClip } from "./helpers/clips.js";
 
 let tmp: string;
 let clip: string; // 8 fps, 4 s: 32 frames, index i at i/8 s
@@ -22,6 +22,7 @@ const VFR_TIMES = [0, 0.1, 0.2, 0.3, 1.0, 1.1, 2.5, 2.6, 2.7, 3.0];
 let vfr: string;
 
 beforeAll(() => {
+  if (!ffmpegAvailable()) throw new Error("The video tests need ffmpeg and ffprobe on PATH (Debian/Ubuntu: apt-get install ffmpeg).");
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "multimodal-lm-video-test-"));
   clip = indexClip(path.join(tmp, "index.mp4"), { fps: 8, seconds: 4 });
   vfr = vfrClip(path.join(tmp, "vfr.mp4"), VFR_TIMES);

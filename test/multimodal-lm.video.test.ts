@@ -12,7 +12,7 @@ import { MultimodalLM, MultimodalLMError } from "../src/index.js";
 import { runningChildren } from "../src/media/ffmpeg.js";
 import { liveTempDirs, loadVideo } from "../src/media/video.js";
 import { ensureTestModel, runReference, type TestModelFiles } from "../src/test-models/index.js";
-import { indexClip, llamaCppFrames } from "./helpers/clips.js";
+import { ffmpegAvailable, indexClip, llamaCppFrames } from "./helpers/clips.js";
 
 const N = 16;
 const greedy = { temperature: 0, seed: 42, maxTokens: N } as const;
@@ -21,6 +21,7 @@ let tmp: string;
 let clip: string; // 84x84, 10 fps, 2 s; the centre of each 1/2 s never falls on a frame boundary
 
 beforeAll(() => {
+  if (!ffmpegAvailable()) throw new Error("The video tests need ffmpeg and ffprobe on PATH (Debian/Ubuntu: apt-get install ffmpeg).");
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "multimodal-lm-video-model-"));
   clip = indexClip(path.join(tmp, "clip.mp4"), { fps: 10, seconds: 2, width: 84, height: 84 });
 }, 60_000);
@@ -97,7 +98,7 @@ describe.each(["qwen2vl-tiny", "smolvlm-tiny"] as const)("video on %s", (recipe)
   });
 
   it("timestamps go before frames (before pairs on Qwen-VL) and do not break merging", async () => {
-    const base = { videos: [clip], video: { fps: 2, prefix: "" } } as const;
+    const base = { videos: [clip], video: { fps: 2, prefix: "" } };
     const off = await lm.countTokens(PROMPT, [], { ...base, video: { ...base.video, timestamps: false } });
     const every = await lm.countTokens(PROMPT, [], { ...base, video: { ...base.video, timestamps: 0.5 } });
     expect(every.mediaChunks).toBe(off.mediaChunks);
