@@ -19,6 +19,7 @@ import {
   loadVideo,
   planVideo,
   validateVideoOptions,
+  VIDEO_OPTION_KEYS,
   type DecodedVideo,
   type VideoInfo,
   type VideoInput,
@@ -170,24 +171,7 @@ const DEFAULT_VIDEO_PROMPT = "Describe this video.";
 const GENERATE_KEYS = ["prompt", "images", "videos", "raw", "image", "video", ...SAMPLING_KEYS] as const;
 const CHAT_KEYS = ["messages", "image", "video", ...SAMPLING_KEYS] as const;
 const DESCRIBE_KEYS = ["prompt", "image", ...SAMPLING_KEYS] as const;
-const VIDEO_OPTION_KEYS = [
-  "fps",
-  "maxFrames",
-  "numFrames",
-  "start",
-  "end",
-  "minPixels",
-  "maxPixels",
-  "limitInputPixels",
-  "maxTotalBytes",
-  "timeoutMs",
-  "timestamps",
-  "prefix",
-  "ffmpeg",
-  "ffprobe",
-  "fetch",
-  "onProgress",
-] as const;
+const VIDEO_CALL_KEYS = VIDEO_OPTION_KEYS.filter((key) => key !== "signal");
 
 /** llama.cpp's timestamp text: [0m5.00s]. */
 export function formatTimestamp(seconds: number): string {
@@ -379,7 +363,7 @@ export class MultimodalLM implements AsyncDisposable {
    */
   async describeVideo(video: VideoInput, options: DescribeVideoOptions = {}): Promise<string> {
     if (!is.object(options)) throw invalidParameter("options", "an object", options);
-    rejectUnknownKeys("describeVideo()", options, ["prompt", ...SAMPLING_KEYS, ...VIDEO_OPTION_KEYS]);
+    rejectUnknownKeys("describeVideo()", options, ["prompt", ...SAMPLING_KEYS, ...VIDEO_CALL_KEYS]);
     const { prompt = DEFAULT_VIDEO_PROMPT } = options;
     if (!is.string(prompt)) throw invalidParameter("prompt", "a string", prompt);
     const sampling: Record<string, unknown> = {};

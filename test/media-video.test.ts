@@ -10,10 +10,11 @@ import { pathToFileURL } from "node:url";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { MultimodalLMError, VideoError } from "../src/errors.js";
+import { VideoError } from "../src/errors.js";
 import { findFfmpeg, runningChildren } from "../src/media/ffmpeg.js";
 import { liveTempDirs, loadVideo, MAX_VIDEO_FRAMES, planFrames, planVideo } from "../src/media/video.js";
 import { audioOnlyClip, ffmpegAvailable, frameAt, frameIndex, indexClip, rotateMp4, truncateCopy, vfrClip } from "./helpers/clips.js";
+import { rejection } from "./helpers/rejection.js";
 
 let tmp: string;
 let clip: string; // 8 fps, 4 s: 32 frames, index i at i/8 s
@@ -29,15 +30,6 @@ beforeAll(() => {
   longClip = indexClip(path.join(tmp, "long.mp4"), { fps: 25, seconds: 20, width: 320, height: 240 });
 }, 120_000);
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-async function rejection(promise: Promise<unknown>): Promise<MultimodalLMError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error, "expected a rejection").toBeInstanceOf(MultimodalLMError);
-  return error as MultimodalLMError;
-}
 
 /** Child processes of this test process that are ffmpeg or ffprobe. */
 function ffmpegChildren(): string[] {

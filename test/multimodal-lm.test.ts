@@ -6,9 +6,10 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { MultimodalLM, MultimodalLMError } from "../src/index.js";
+import { MultimodalLM } from "../src/index.js";
 import { encodePng, ensureTestModel, runReference, testPattern, type TestModelFiles } from "../src/test-models/index.js";
 import { emptyDataUrl, malformedBase64DataUrl, nonImageBytes, pngBomb, truncatedJpeg } from "./helpers/bad-images.js";
+import { rejection } from "./helpers/rejection.js";
 
 const greedy = { temperature: 0, seed: 42 } as const;
 let tmp: string;
@@ -23,15 +24,6 @@ beforeAll(async () => {
   fs.writeFileSync(image, encodePng(84, 84, testPattern(84, 84, 1)));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-async function rejection(promise: Promise<unknown>): Promise<MultimodalLMError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error, "expected a rejection").toBeInstanceOf(MultimodalLMError);
-  return error as MultimodalLMError;
-}
 
 /** Counts event-loop turns (setImmediate) until `promise` settles, and the longest gap between them. */
 async function loopTicksDuring<T>(promise: Promise<T>): Promise<{ ticks: number; maxGapMs: number; value: T }> {

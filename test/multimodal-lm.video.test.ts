@@ -8,11 +8,12 @@ import { pathToFileURL } from "node:url";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { MultimodalLM, MultimodalLMError } from "../src/index.js";
+import { MultimodalLM } from "../src/index.js";
 import { runningChildren } from "../src/media/ffmpeg.js";
 import { liveTempDirs, loadVideo } from "../src/media/video.js";
 import { ensureTestModel, runReference, type TestModelFiles } from "../src/test-models/index.js";
 import { ffmpegAvailable, indexClip, llamaCppFrames } from "./helpers/clips.js";
+import { rejection } from "./helpers/rejection.js";
 
 const N = 16;
 const greedy = { temperature: 0, seed: 42, maxTokens: N } as const;
@@ -26,15 +27,6 @@ beforeAll(() => {
   clip = indexClip(path.join(tmp, "clip.mp4"), { fps: 10, seconds: 2, width: 84, height: 84 });
 }, 60_000);
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-async function rejection(promise: Promise<unknown>): Promise<MultimodalLMError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error, "expected a rejection").toBeInstanceOf(MultimodalLMError);
-  return error as MultimodalLMError;
-}
 
 describe.each(["qwen2vl-tiny", "smolvlm-tiny"] as const)("video on %s", (recipe) => {
   let files: TestModelFiles;

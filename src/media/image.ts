@@ -154,7 +154,7 @@ export async function imageSize(input: ImageInput, options?: ImageOptions): Prom
 }
 
 /** sha256 over an 8-byte header (width, height as little-endian u32) and the packed RGB bytes. */
-function contentId(rgb: Uint8Array, width: number, height: number): string {
+export function contentId(rgb: Uint8Array, width: number, height: number): string {
   const header = Buffer.alloc(8);
   header.writeUInt32LE(width, 0);
   header.writeUInt32LE(height, 4);

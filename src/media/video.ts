@@ -15,7 +15,7 @@ import { invalidParameter, is, optionalInteger, optionalNumber, optionalSignal, 
 import { decodeDataUrl } from "./data-url.js";
 import { findFfmpeg, runTool, type FfmpegBinaries } from "./ffmpeg.js";
 import { displayUrl, fetchBytes, validateFetchLimits, type FetchLimits } from "./fetch.js";
-import { DEFAULT_LIMIT_INPUT_PIXELS, fitPixelBudget, type DecodedImage } from "./image.js";
+import { contentId, DEFAULT_LIMIT_INPUT_PIXELS, fitPixelBudget, type DecodedImage } from "./image.js";
 
 /** A local path, a `file:`/`http(s):`/`data:video/...;base64` URL, or the bytes of a video file. */
 export type VideoInput = string | URL | Buffer | Uint8Array;
@@ -125,7 +125,8 @@ export const DEFAULT_VIDEO_FETCH_MAX_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_VIDEO_TIMESTAMPS = 5;
 export const DEFAULT_VIDEO_PREFIX = "Video:";
 
-const OPTION_KEYS = [
+/** Every VideoOptions key. */
+export const VIDEO_OPTION_KEYS = [
   "fps",
   "maxFrames",
   "numFrames",
@@ -177,7 +178,7 @@ const EPSILON = 1e-9;
 export function validateVideoOptions(options: unknown, name = "options"): ResolvedVideoOptions {
   if (options === undefined) options = {};
   if (!is.object(options)) throw invalidParameter(name, "an object", options);
-  rejectUnknownKeys(name, options, OPTION_KEYS);
+  rejectUnknownKeys(name, options, VIDEO_OPTION_KEYS);
   const o = options;
   const positive = (key: string, value: unknown, max: number, fallback?: number): number | undefined => {
     if (value === undefined) return fallback;
@@ -500,13 +501,6 @@ async function readSource(input: VideoInput, opts: ResolvedVideoOptions): Promis
 
 // ---- extraction ------------------------------------------------------------------------------
 
-function frameId(rgb: Uint8Array, width: number, height: number): string {
-  const header = Buffer.alloc(8);
-  header.writeUInt32LE(width, 0);
-  header.writeUInt32LE(height, 4);
-  return createHash("sha256").update(header).update(rgb).digest("hex");
-}
-
 /** The ffmpeg arguments that decode the planned frames of `file` as packed RGB at `size`. */
 export function extractionArgs(
   file: string,
@@ -668,7 +662,7 @@ export async function loadVideo(input: VideoInput, options?: VideoOptions, planO
     const frames = plan.timestamps.map((timestamp): VideoFrame => {
       const data = byTime.get(timestamp)!;
       let id = ids.get(data);
-      if (id === undefined) ids.set(data, (id = frameId(data, width, height)));
+      if (id === undefined) ids.set(data, (id = contentId(data, width, height)));
       return { data, width, height, id, timestamp };
     });
     const id = createHash("sha256")

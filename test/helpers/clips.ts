@@ -13,6 +13,7 @@ function ffmpeg(args: string[]): void {
   if (r.status !== 0) throw new Error(`ffmpeg ${args.join(" ")} failed: ${r.stderr}`);
 }
 
+const X264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-pix_fmt", "yuv420p"];
 const INDEX_COLOUR = "format=rgb24,geq=r='mod(N,16)*16+8':g='floor(N/256)*16+8':b='mod(floor(N/16),16)*16+8'";
 
 export interface ClipOptions {
@@ -36,15 +37,8 @@ export function indexClip(file: string, o: ClipOptions): string {
     `color=c=black:s=${width}x${height}:r=${fps}:d=${seconds}`,
     "-vf",
     INDEX_COLOUR,
-    "-c:v",
-    "libx264",
-    "-preset",
-    "veryfast",
-    "-crf",
-    "12",
+    ...X264,
     ...(o.gop ? ["-g", String(o.gop)] : []),
-    "-pix_fmt",
-    "yuv420p",
     ...(o.extra ?? []),
     file,
   ]);
@@ -70,14 +64,7 @@ export function vfrClip(file: string, times: number[]): string {
     "1/1000",
     "-video_track_timescale",
     "1000",
-    "-c:v",
-    "libx264",
-    "-preset",
-    "veryfast",
-    "-crf",
-    "12",
-    "-pix_fmt",
-    "yuv420p",
+    ...X264,
     file,
   ]);
   return file;
