@@ -173,6 +173,13 @@ const CHAT_KEYS = ["messages", "image", "video", ...SAMPLING_KEYS] as const;
 const DESCRIBE_KEYS = ["prompt", "image", ...SAMPLING_KEYS] as const;
 const VIDEO_CALL_KEYS = VIDEO_OPTION_KEYS.filter((key) => key !== "signal");
 
+/** How a video's frames are laid out in the prompt. */
+interface VideoLayout {
+  prefix: string;
+  /** Seconds between timestamp texts; 0 for none. */
+  timestamps: number;
+}
+
 /** llama.cpp's timestamp text: [0m5.00s]. */
 export function formatTimestamp(seconds: number): string {
   const minutes = Math.floor(seconds / 60);
@@ -401,14 +408,14 @@ export class MultimodalLM implements AsyncDisposable {
     const videos = options.videos ?? [];
     const text = this.userPrompt(prompt, images, videos, raw);
     const imageOptions = this.imageOptions(options.image, signal);
-    const videoOptions = this.videoOptions(options.video, signal);
+    const video = this.videoOptions(options.video, signal);
     const frameMerge = this.loaded().frameMerge;
     const items: NativeMediaSizeItem[] = await Promise.all([
       ...images.map((image) => imageSize(image, imageOptions)),
-      ...videos.map(async (video) => {
-        const plan = await planVideo(video, videoOptions, { pairs: frameMerge > 1 });
+      ...videos.map(async (input) => {
+        const plan = await planVideo(input, video.options, { pairs: frameMerge > 1 });
         const frame = { width: plan.width, height: plan.height, mergeable: true };
-        return { segments: this.videoSegments(plan.timestamps.map((timestamp) => ({ ...frame, timestamp })), videoOptions) };
+        return { segments: this.videoSegments(plan.timestamps.map((timestamp) => ({ ...frame, timestamp })), video.layout) };
       }),
     ]);
     return this.call(signal, (id) => native.countTokens(id, text, items, true, () => {}));
@@ -489,10 +496,13 @@ export class MultimodalLM implements AsyncDisposable {
     return { ...this.options.image, ...call, ...(signal ? { signal } : {}) };
   }
 
-  private videoOptions(call: CallVideoOptions | undefined, signal: AbortSignal | undefined): VideoOptions {
+  /** The call's video options over the model's, checked together (so start/end and min/maxPixels are checked across both). */
+  private videoOptions(call: CallVideoOptions | undefined, signal: AbortSignal | undefined): { options: VideoOptions; layout: VideoLayout } {
     if (call !== undefined && is.object(call) && "signal" in call) throw invalidParameter("video.signal", "no signal here (pass signal to the call)", call.signal);
-    validateVideoOptions(call, "video");
-    return { ...this.options.video, ...call, ...(signal ? { signal } : {}) };
+    if (call !== undefined && !is.object(call)) throw invalidParameter("video", "an object", call);
+    const options: VideoOptions = { ...this.options.video, ...call, ...(signal ? { signal } : {}) };
+    const { prefix, timestamps } = validateVideoOptions(options, "video");
+    return { options, layout: { prefix, timestamps } };
   }
 
   /**
@@ -500,8 +510,7 @@ export class MultimodalLM implements AsyncDisposable {
    * a frame each time another `timestamps` seconds have passed. On models that merge frames in
    * pairs, timestamps go only before the first frame of a pair, so they never split one.
    */
-  private videoSegments<F extends { timestamp: number }>(frames: F[], options: VideoOptions): Array<string | Omit<F, "timestamp">> {
-    const { prefix, timestamps: interval } = validateVideoOptions(options, "video");
+  private videoSegments<F extends { timestamp: number }>(frames: F[], { prefix, timestamps: interval }: VideoLayout): Array<string | Omit<F, "timestamp">> {
     const merge = this.loaded().frameMerge;
     const segments: Array<string | Omit<F, "timestamp">> = [];
     if (prefix) segments.push(prefix);
@@ -522,10 +531,10 @@ export class MultimodalLM implements AsyncDisposable {
     signal: AbortSignal | undefined,
   ): Promise<{ items: NativeMediaItem[]; videos: GenerateResult["videos"] }> {
     const imageOptions = this.imageOptions(options.image, signal);
-    const videoOptions = this.videoOptions(options.video, signal);
+    const video = this.videoOptions(options.video, signal);
     const pairs = this.loaded().frameMerge > 1;
     const loaded = await Promise.all(
-      media.map((ref): Promise<DecodedImage | DecodedVideo> => (ref.type === "image" ? loadImage(ref.input, imageOptions) : loadVideo(ref.input, videoOptions, { pairs }))),
+      media.map((ref): Promise<DecodedImage | DecodedVideo> => (ref.type === "image" ? loadImage(ref.input, imageOptions) : loadVideo(ref.input, video.options, { pairs }))),
     );
     const videos: GenerateResult["videos"] = [];
     const items = loaded.map((item): NativeMediaItem => {
@@ -539,7 +548,7 @@ export class MultimodalLM implements AsyncDisposable {
         height: first.height,
       });
       const frames = item.frames.map((f) => ({ data: f.data, width: f.width, height: f.height, id: f.id, mergeable: true, timestamp: f.timestamp }));
-      return { segments: this.videoSegments(frames, videoOptions) as Array<string | NativeMedia> };
+      return { segments: this.videoSegments(frames, video.layout) as Array<string | NativeMedia> };
     });
     return { items, videos };
   }

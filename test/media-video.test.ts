@@ -11,8 +11,8 @@ import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { VideoError } from "../src/errors.js";
-import { findFfmpeg, runningChildren } from "../src/media/ffmpeg.js";
-import { liveTempDirs, loadVideo, MAX_VIDEO_FRAMES, planFrames, planVideo } from "../src/media/video.js";
+import { findFfmpeg, runningChildren, runTool } from "../src/media/ffmpeg.js";
+import { liveTempDirs, loadVideo, MAX_VIDEO_FRAMES, planFrames, planVideo, validateVideoOptions } from "../src/media/video.js";
 import { audioOnlyClip, ffmpegAvailable, frameAt, frameIndex, indexClip, rotateMp4, truncateCopy, vfrClip } from "./helpers/clips.js";
 import { rejection } from "./helpers/rejection.js";
 
@@ -318,7 +318,37 @@ describe("loadVideo: bad input", () => {
     expect((await rejection(loadVideo(clip, { start: 2, end: 1 }))).code).toBe("E_INVALID_ARGUMENT");
     expect((await rejection(loadVideo(clip, { start: 10 }))).message).toMatch(/before the end of the video \(4 s\)/);
     expect((await rejection(loadVideo(clip, { frames: 3 } as never))).message).toMatch(/Unknown option frames/);
+    expect((await rejection(loadVideo(clip, { timestamps: -1 }))).message).toMatch(/options\.timestamps/);
+    expect((await rejection(loadVideo(clip, { prefix: 3 as never }))).message).toMatch(/options\.prefix/);
+    expect((await rejection(loadVideo(clip, { minPixels: 100, maxPixels: 10 }))).message).toMatch(/options\.minPixels/);
+    expect((await rejection(loadVideo(clip, { limitInputPixels: 0 }))).message).toMatch(/options\.limitInputPixels/);
     expectNothingLeft();
+  });
+
+  it("defaults: 2 fps, 32 frames, 1 GiB of frames, 300 s, 5 s timestamps, a 256 MiB download cap", () => {
+    expect(validateVideoOptions({})).toMatchObject({
+      fps: 2,
+      maxFrames: 32,
+      maxTotalBytes: 1024 ** 3,
+      timeoutMs: 300_000,
+      timestamps: 5,
+      prefix: "Video:",
+      limitInputPixels: 100_000_000,
+      fetch: { maxBytes: 256 * 1024 * 1024, timeoutMs: 30_000, maxRedirects: 5 },
+    });
+    expect(validateVideoOptions({ fetch: { timeoutMs: 5 } }).fetch).toEqual({ maxBytes: 256 * 1024 * 1024, timeoutMs: 5, maxRedirects: 5 });
+    expect(validateVideoOptions({ fetch: { maxBytes: 10 } }).fetch.maxBytes).toBe(10);
+    expect(validateVideoOptions({ timestamps: false }).timestamps).toBe(0);
+  });
+
+  it("a binary that cannot be started rejects with E_FFMPEG_NOT_FOUND instead of hanging", async () => {
+    const notExecutable = path.join(tmp, "not-executable");
+    fs.writeFileSync(notExecutable, "#!/bin/sh\n", { mode: 0o644 });
+    for (const bin of [path.join(tmp, "gone"), notExecutable]) {
+      const error = await rejection(runTool(bin, [], { what: "ffmpeg", deadline: performance.now() + 10_000, timeoutMs: 10_000 }));
+      expect(error.code).toBe("E_FFMPEG_NOT_FOUND");
+    }
+    expect(runningChildren()).toBe(0);
   });
 
   it("caps: frame bytes and frame pixels", async () => {

@@ -152,6 +152,14 @@ describe("model-level video defaults", () => {
     expect(() => new MultimodalLM({ model: files.model, mmproj: files.mmproj, video: { fps: -1 } })).toThrow(/video\.fps/);
     const lm = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, video: { numFrames: 2, timestamps: false } });
     try {
+      // The call's options are checked together with the model's: start here, end there.
+      const trimmed = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, video: { start: 1.5 } });
+      try {
+        expect((await rejection(trimmed.describeVideo(clip, { end: 1 }))).message).toMatch(/video\.end/);
+        expect((await rejection(trimmed.describeVideo(clip, { video: 1 } as never))).message).toMatch(/Unknown option video/);
+      } finally {
+        await trimmed.dispose();
+      }
       const r = await lm.generate({ prompt: PROMPT, videos: [clip], ...greedy });
       expect(r.videos[0]!.frames).toBe(2);
       const over = await lm.generate({ prompt: PROMPT, videos: [clip], video: { numFrames: 6 }, ...greedy });

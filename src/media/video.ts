@@ -15,7 +15,7 @@ import { invalidParameter, is, optionalInteger, optionalNumber, optionalSignal, 
 import { decodeDataUrl } from "./data-url.js";
 import { findFfmpeg, runTool, type FfmpegBinaries } from "./ffmpeg.js";
 import { displayUrl, fetchBytes, validateFetchLimits, type FetchLimits } from "./fetch.js";
-import { contentId, DEFAULT_LIMIT_INPUT_PIXELS, fitPixelBudget, type DecodedImage } from "./image.js";
+import { contentId, fitPixelBudget, validateImageOptions, type DecodedImage } from "./image.js";
 
 /** A local path, a `file:`/`http(s):`/`data:video/...;base64` URL, or the bytes of a video file. */
 export type VideoInput = string | URL | Buffer | Uint8Array;
@@ -191,18 +191,11 @@ export function validateVideoOptions(options: unknown, name = "options"): Resolv
   const start = optionalNumber(`${name}.start`, o.start, 0, 1e9, 0);
   const end = positive("end", o.end, 1e9);
   if (end !== undefined && end <= start) throw invalidParameter(`${name}.end`, `a number greater than start (${start})`, end);
-  const minPixels = optionalInteger(`${name}.minPixels`, o.minPixels, 1, Number.MAX_SAFE_INTEGER);
-  const maxPixels = optionalInteger(`${name}.maxPixels`, o.maxPixels, 1, Number.MAX_SAFE_INTEGER);
-  if (minPixels !== undefined && maxPixels !== undefined && minPixels > maxPixels) {
-    throw invalidParameter(`${name}.minPixels`, `positive integer no greater than ${name}.maxPixels (${maxPixels})`, minPixels);
-  }
-  let limitInputPixels: number | false = DEFAULT_LIMIT_INPUT_PIXELS;
-  if (o.limitInputPixels !== undefined) {
-    if (o.limitInputPixels !== false && !(is.integer(o.limitInputPixels) && o.limitInputPixels >= 1)) {
-      throw invalidParameter(`${name}.limitInputPixels`, "positive integer or false", o.limitInputPixels);
-    }
-    limitInputPixels = o.limitInputPixels;
-  }
+  // The per-frame pixel options mean what they mean for images: one validator for both.
+  const { minPixels, maxPixels, limitInputPixels } = validateImageOptions(
+    { minPixels: o.minPixels, maxPixels: o.maxPixels, limitInputPixels: o.limitInputPixels },
+    name,
+  );
   const maxTotalBytes = optionalInteger(`${name}.maxTotalBytes`, o.maxTotalBytes, 1, Number.MAX_SAFE_INTEGER, DEFAULT_VIDEO_MAX_TOTAL_BYTES);
   const timeoutMs = optionalInteger(`${name}.timeoutMs`, o.timeoutMs, 1, 2 ** 31 - 1, DEFAULT_VIDEO_TIMEOUT_MS);
   let timestamps = DEFAULT_VIDEO_TIMESTAMPS;
@@ -216,7 +209,8 @@ export function validateVideoOptions(options: unknown, name = "options"): Resolv
     if (o[key] !== undefined && (!is.string(o[key]) || o[key].length === 0)) throw invalidParameter(`${name}.${key}`, "a path to an executable", o[key]);
   }
   if (o.onProgress !== undefined && !is.fn(o.onProgress)) throw invalidParameter(`${name}.onProgress`, "a function", o.onProgress);
-  const fetchLimits = is.object(o.fetch) && o.fetch.maxBytes === undefined ? { ...o.fetch, maxBytes: DEFAULT_VIDEO_FETCH_MAX_BYTES } : (o.fetch ?? { maxBytes: DEFAULT_VIDEO_FETCH_MAX_BYTES });
+  const fetch = validateFetchLimits(o.fetch, `${name}.fetch`);
+  if (!is.object(o.fetch) || o.fetch.maxBytes === undefined) fetch.maxBytes = DEFAULT_VIDEO_FETCH_MAX_BYTES;
   return {
     fps,
     maxFrames,
@@ -232,7 +226,7 @@ export function validateVideoOptions(options: unknown, name = "options"): Resolv
     prefix: (o.prefix as string | undefined) ?? DEFAULT_VIDEO_PREFIX,
     ffmpeg: o.ffmpeg as string | undefined,
     ffprobe: o.ffprobe as string | undefined,
-    fetch: validateFetchLimits(fetchLimits, `${name}.fetch`),
+    fetch,
     onProgress: o.onProgress as ((fraction: number) => void) | undefined,
     signal: optionalSignal(`${name}.signal`, o.signal),
   };
