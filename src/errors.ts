@@ -24,6 +24,8 @@ export type MultimodalLMErrorCode =
   | "E_VIDEO_TIMEOUT"
   /** An http(s) download failed: network error, HTTP status, timeout, byte cap or redirect limit. */
   | "E_FETCH"
+  /** The server's media policy refused a URL or path: local files outside the allowed directory, domains not allowed, private addresses. */
+  | "E_MEDIA_NOT_ALLOWED"
   /** The prompt's media markers and the media given do not match in number. */
   | "E_MEDIA_MISMATCH"
   /** The prompt (text plus media tokens) does not fit in the context window. */
@@ -36,7 +38,23 @@ export type MultimodalLMErrorCode =
   /** A call that cannot overlap with another one was made while it was running. */
   | "E_BUSY"
   /** llama.cpp or mtmd failed while evaluating (an internal error, not bad input). */
-  | "E_ENGINE";
+  | "E_ENGINE"
+  /** Server: the request body is not valid JSON. */
+  | "E_INVALID_JSON"
+  /** Server: no or wrong API key. */
+  | "E_UNAUTHORIZED"
+  /** Server: no such endpoint, or a model name the server does not serve. */
+  | "E_NOT_FOUND"
+  /** Server: the endpoint exists but not for this HTTP method. */
+  | "E_METHOD_NOT_ALLOWED"
+  /** Server: the request body is larger than the server's limit. */
+  | "E_BODY_TOO_LARGE"
+  /** Server: the request queue is full; retry later. */
+  | "E_QUEUE_FULL"
+  /** Server: the model is not available (shutting down). */
+  | "E_UNAVAILABLE"
+  /** Server: an unexpected failure (a bug); the message is generic and the details are logged. */
+  | "E_INTERNAL";
 
 /** Base class of every error multimodal-lm throws on purpose. */
 export class MultimodalLMError extends Error {
@@ -91,6 +109,13 @@ export class FetchError extends MultimodalLMError {
     super("E_FETCH", message, options);
     this.url = url;
     this.status = options?.status;
+  }
+}
+
+/** The server's media policy refused a media URL or path. The message names the option that would allow it. */
+export class MediaNotAllowedError extends MultimodalLMError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_MEDIA_NOT_ALLOWED", message, options);
   }
 }
 

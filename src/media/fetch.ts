@@ -1,6 +1,8 @@
 // Bounded http(s) download: one time limit for the whole transfer, a byte cap
 // enforced while streaming, and redirects followed by hand so every hop is checked.
-import { AbortError, FetchError } from "../errors.js";
+import type { Dispatcher } from "undici";
+
+import { AbortError, FetchError, MultimodalLMError } from "../errors.js";
 import { invalidParameter, is, optionalInteger, optionalSignal, rejectUnknownKeys } from "../validate.js";
 
 export interface FetchLimits {
@@ -17,6 +19,16 @@ export interface FetchOptions extends FetchLimits {
   signal?: AbortSignal;
   /** Extra request headers. Authorization and Cookie are dropped when a redirect leaves the origin. */
   headers?: Record<string, string>;
+  /**
+   * undici dispatcher (e.g. an `Agent` whose `connect.lookup` vets addresses) the requests go through.
+   * When given, undici's own fetch is used. Default: the global fetch and its default dispatcher.
+   */
+  dispatcher?: Dispatcher;
+  /**
+   * Called with the first URL and with every redirect target before it is requested; throw to refuse it.
+   * A `MultimodalLMError` thrown here (or by the dispatcher's lookup) is rethrown as is, not wrapped in `FetchError`.
+   */
+  checkUrl?: (url: URL) => void;
 }
 
 export interface FetchResult {
@@ -34,7 +46,7 @@ export const DEFAULT_FETCH_MAX_REDIRECTS = 5;
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 const MAX_REDIRECTS = 20;
 const LIMIT_KEYS = ["timeoutMs", "maxBytes", "maxRedirects"] as const;
-const OPTION_KEYS = [...LIMIT_KEYS, "signal", "headers"] as const;
+const OPTION_KEYS = [...LIMIT_KEYS, "signal", "headers", "dispatcher", "checkUrl"] as const;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 // What the fetch standard strips on a cross-origin redirect; we follow redirects by hand, so we must too.
 const ORIGIN_BOUND_HEADERS = ["authorization", "cookie", "proxy-authorization"];
@@ -55,7 +67,9 @@ function readLimits(limits: Record<string, unknown>, name: string): Required<Fet
   };
 }
 
-function validateOptions(options: unknown): Required<FetchLimits> & { signal?: AbortSignal; headers?: Record<string, string> } {
+type ValidatedOptions = Required<FetchLimits> & Pick<FetchOptions, "signal" | "headers" | "dispatcher" | "checkUrl">;
+
+function validateOptions(options: unknown): ValidatedOptions {
   if (options === undefined) options = {};
   if (!is.object(options)) throw invalidParameter("options", "an object", options);
   rejectUnknownKeys("fetchBytes", options, OPTION_KEYS);
@@ -67,7 +81,46 @@ function validateOptions(options: unknown): Required<FetchLimits> & { signal?: A
       if (!is.string(value)) throw invalidParameter(`options.headers.${key}`, "a string", value);
     }
   }
-  return { ...readLimits(options, "options"), signal, headers: headers as Record<string, string> | undefined };
+  const { dispatcher, checkUrl } = options;
+  if (dispatcher !== undefined && !(is.object(dispatcher) && is.fn(dispatcher.dispatch))) {
+    throw invalidParameter("options.dispatcher", "an undici Dispatcher (such as an Agent)", dispatcher);
+  }
+  if (checkUrl !== undefined && !is.fn(checkUrl)) throw invalidParameter("options.checkUrl", "a function", checkUrl);
+  return {
+    ...readLimits(options, "options"),
+    signal,
+    headers: headers as Record<string, string> | undefined,
+    dispatcher: dispatcher as Dispatcher | undefined,
+    checkUrl: checkUrl as FetchOptions["checkUrl"],
+  };
+}
+
+/** The part of a fetch Response we read; both the global and undici's Response have it. */
+interface FetchedResponse {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: { get(name: string): string | null };
+  readonly body: ReadableStream<Uint8Array> | null;
+}
+
+type Requester = (url: URL, init: { signal: AbortSignal; headers: Headers }) => Promise<FetchedResponse>;
+
+async function requester(dispatcher: Dispatcher | undefined): Promise<Requester> {
+  if (!dispatcher) return (url, init) => fetch(url, { ...init, redirect: "manual" });
+  // Node 20's global fetch bundles its own undici and need not accept an Agent from undici@7, so use
+  // that package's fetch; loaded lazily so plain downloads do not pay for it.
+  const { fetch: undiciFetch } = await import("undici");
+  return (url, init) => undiciFetch(url, { ...init, headers: [...init.headers], redirect: "manual", dispatcher });
+}
+
+/** The first `MultimodalLMError` in an error's `cause` chain: a policy refusal from `checkUrl` or the lookup. */
+function ownError(error: unknown): MultimodalLMError | undefined {
+  const seen = new Set<unknown>();
+  for (let e: unknown = error; e instanceof Error && !seen.has(e); e = e.cause) {
+    if (e instanceof MultimodalLMError) return e;
+    seen.add(e);
+  }
+  return undefined;
 }
 
 function parseHttpUrl(url: unknown): URL {
@@ -96,22 +149,28 @@ export function displayUrl(url: URL | string): string {
  * cancelled as soon as it passes `maxBytes`.
  */
 export async function fetchBytes(url: string | URL, options?: FetchOptions): Promise<FetchResult> {
-  const { timeoutMs, maxBytes, maxRedirects, signal, headers: given } = validateOptions(options);
+  const { timeoutMs, maxBytes, maxRedirects, signal, headers: given, dispatcher, checkUrl } = validateOptions(options);
   let headers: Headers;
   try {
     headers = new Headers(given);
   } catch {
     throw invalidParameter("options.headers", "valid HTTP header names and values", given);
   }
-  let current = moveCredentials(parseHttpUrl(url), headers);
+  const first = parseHttpUrl(url);
+  let current = moveCredentials(first, headers);
   if (signal?.aborted) throw new AbortError("The download was aborted before it started.", { cause: signal.reason });
+  checkUrl?.(first);
+  const request = await requester(dispatcher);
 
   const timeout = AbortSignal.timeout(timeoutMs);
   const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
   // Turns whatever fetch or the body stream threw into our error, giving aborts precedence:
-  // undici reports both as a generic AbortError/TimeoutError or "terminated".
+  // undici reports both as a generic AbortError/TimeoutError or "terminated". Our own errors
+  // (a refusal from the dispatcher's lookup) arrive inside TypeError("fetch failed") and come out as they are.
   const failure = (error: unknown, during: string): Error => {
     if (signal?.aborted) return new AbortError(`The download of ${displayUrl(current)} was aborted.`, { cause: signal.reason });
+    const own = ownError(error);
+    if (own) return own;
     if (timeout.aborted) {
       return new FetchError(
         displayUrl(current),
@@ -119,14 +178,13 @@ export async function fetchBytes(url: string | URL, options?: FetchOptions): Pro
         { cause: error },
       );
     }
-    if (error instanceof FetchError) return error;
     return new FetchError(displayUrl(current), `Fetching ${displayUrl(current)} failed (${during}): ${describeNetworkError(error)}`, { cause: error });
   };
 
-  let response: Response;
+  let response: FetchedResponse;
   for (let redirects = 0; ; redirects++) {
     try {
-      response = await fetch(current, { redirect: "manual", signal: combined, headers });
+      response = await request(current, { signal: combined, headers });
     } catch (error) {
       throw failure(error, "while connecting");
     }
@@ -147,6 +205,7 @@ export async function fetchBytes(url: string | URL, options?: FetchOptions): Pro
         status: response.status,
       });
     }
+    checkUrl?.(next);
     if (next.origin !== current.origin) for (const name of ORIGIN_BOUND_HEADERS) headers.delete(name);
     current = moveCredentials(next, headers);
   }
@@ -219,7 +278,7 @@ function safeDecode(component: string): string {
 }
 
 /** Releases the connection of a response whose body is not wanted. */
-async function discard(response: Response): Promise<void> {
+async function discard(response: FetchedResponse): Promise<void> {
   await response.body?.cancel().catch(() => undefined);
 }
 
