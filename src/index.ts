@@ -13,6 +13,7 @@ export {
   FileNotFoundError,
   ImageError,
   MediaMismatchError,
+  MediaNotAllowedError,
   ModelLoadError,
   StateError,
   VideoError,
@@ -41,3 +42,9 @@ export { loadVideo, planVideo, planFrames, MAX_VIDEO_FRAMES } from "./media/vide
 export type { DecodedVideo, FramePlan, VideoFrame, VideoInfo, VideoInput, VideoOptions, VideoPlan } from "./media/video.js";
 export { findFfmpeg } from "./media/ffmpeg.js";
 export type { FfmpegBinaries, FfmpegLocations } from "./media/ffmpeg.js";
+export { createOpenAIHandler } from "./server/handler.js";
+export type { HandlerStats, OpenAIHandler } from "./server/handler.js";
+export { checkServeOptions, startServer } from "./server/serve.js";
+export type { RunningServer } from "./server/serve.js";
+export type { OpenAIHandlerOptions, RequestLog, ServeOptions } from "./server/options.js";
+export type { MediaAccessOptions } from "./server/media-access-types.js";

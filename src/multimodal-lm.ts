@@ -325,6 +325,11 @@ export class MultimodalLM implements AsyncDisposable {
     return { ...(info as Omit<NativeModelInfo, "marker" | "vision" | "audio">), capabilities: { vision, audio, video: vision } };
   }
 
+  /** The model and mmproj paths this instance was created with. */
+  get files(): { model: string; mmproj: string } {
+    return { model: this.options.native.model, mmproj: this.options.native.mmproj };
+  }
+
   /** The text that stands for one image in a prompt (`<__media__>`). */
   get marker(): string {
     return getBinding().mediaMarker();

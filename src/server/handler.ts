@@ -1,0 +1,284 @@
+// The OpenAI-compatible request handler: a plain (req, res[, next]) function for node:http that
+// mounts as-is in Express, Connect, or Fastify (through reply.hijack()).
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import path from "node:path";
+
+import { MultimodalLMError } from "../errors.js";
+import type { MultimodalLM } from "../multimodal-lm.js";
+import { invalidParameter, is, optionalInteger, rejectUnknownKeys } from "../validate.js";
+import { runChatCompletion, type CompletionOutcome } from "./chat-completions.js";
+import { parseChatCompletionRequest } from "./chat-request.js";
+import { HttpError, toHttpFailure } from "./http-errors.js";
+import { MEDIA_ACCESS_OPTION_KEYS, MediaAccess } from "./media-access.js";
+import type { OpenAIHandlerOptions, RequestLog } from "./options.js";
+
+export interface HandlerStats {
+  /** Requests seen, of every kind. */
+  requests: number;
+  /** Chat completions running or waiting now. */
+  active: number;
+  /** Chat completions answered in full. */
+  completed: number;
+  /** Chat completions whose client went away, so their generation was aborted. */
+  aborted: number;
+  /** Requests answered with an error status (including 429s). */
+  failed: number;
+  /** Requests refused because the queue was full (429). */
+  rejected: number;
+}
+
+export interface OpenAIHandler {
+  /** Handles one request. With `next` (Express, Connect), paths it does not serve are passed on instead of answered with 404. */
+  (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void): void;
+  /** A snapshot of the counters. */
+  readonly stats: HandlerStats;
+  /** The name /v1/models reports. */
+  readonly modelName: string;
+  /** Refuses new requests (503), aborts the running ones, waits for them, and frees the media downloader. */
+  close(): Promise<void>;
+}
+
+export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_QUEUE = 16;
+
+const OPTION_KEYS = ["modelName", "apiKey", "maxBodyBytes", "maxQueue", "onRequest", ...MEDIA_ACCESS_OPTION_KEYS] as const;
+
+function digest(value: string): Buffer {
+  return createHash("sha256").update(value).digest();
+}
+
+/** Reads the JSON body, or takes the one a framework already parsed (express.json(), Fastify). */
+async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  const parsed = (req as IncomingMessage & { body?: unknown }).body;
+  if (parsed !== undefined && !Buffer.isBuffer(parsed) && typeof parsed !== "string") return parsed;
+  let text: string;
+  if (parsed !== undefined) {
+    text = parsed.toString();
+    if (Buffer.byteLength(text) > limit) throw tooLarge(limit);
+  } else {
+    const declared = Number(req.headers["content-length"]);
+    if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > limit) throw tooLarge(limit);
+      chunks.push(chunk);
+    }
+    text = Buffer.concat(chunks, total).toString("utf8");
+  }
+  if (text.trim() === "") throw new HttpError(400, "E_INVALID_JSON", "The request body is empty; send a JSON object.");
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new HttpError(400, "E_INVALID_JSON", `The request body is not valid JSON (${(error as Error).message}).`);
+  }
+}
+
+function tooLarge(limit: number): HttpError {
+  return new HttpError(
+    413,
+    "E_BODY_TOO_LARGE",
+    `The request body is larger than the server's ${limit}-byte limit. Send media by URL or path instead of base64, or raise the limit (--max-body-mb).`,
+  );
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { "content-type": "application/json", ...headers });
+  res.end(JSON.stringify(body));
+}
+
+/**
+ * Creates the handler for an already loaded model. It serves `POST /v1/chat/completions`
+ * (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}` and `GET /health`.
+ *
+ * ```ts
+ * const lm = await MultimodalLM.load({ model, mmproj });
+ * http.createServer(createOpenAIHandler(lm, { allowedLocalMediaPath: "./media" })).listen(8000, "127.0.0.1");
+ * ```
+ */
+interface ResolvedHandlerOptions {
+  modelName: string | undefined;
+  apiKey: string | undefined;
+  onRequest: ((log: RequestLog) => void) | undefined;
+  maxBodyBytes: number;
+  maxQueue: number;
+  access: MediaAccess;
+}
+
+function resolveHandlerOptions(options: unknown): ResolvedHandlerOptions {
+  if (!is.object(options)) throw invalidParameter("options", "an object", options);
+  rejectUnknownKeys("createOpenAIHandler()", options, OPTION_KEYS);
+  const { modelName, apiKey, onRequest, maxBodyBytes, maxQueue, ...mediaOptions } = options;
+  if (modelName !== undefined && (!is.string(modelName) || modelName.length === 0)) throw invalidParameter("modelName", "a non-empty string", modelName);
+  if (apiKey !== undefined && (!is.string(apiKey) || apiKey.length === 0)) throw invalidParameter("apiKey", "a non-empty string", apiKey);
+  if (onRequest !== undefined && !is.fn(onRequest)) throw invalidParameter("onRequest", "a function (log) => void", onRequest);
+  return {
+    modelName: modelName as string | undefined,
+    apiKey: apiKey as string | undefined,
+    onRequest: onRequest as ((log: RequestLog) => void) | undefined,
+    maxBodyBytes: optionalInteger("maxBodyBytes", maxBodyBytes, 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_BODY_BYTES),
+    maxQueue: optionalInteger("maxQueue", maxQueue, 0, 1_000_000, DEFAULT_MAX_QUEUE),
+    access: new MediaAccess(mediaOptions),
+  };
+}
+
+/** Checks handler options without a model (so a CLI can report a bad flag before loading). Throws what createOpenAIHandler would. */
+export async function checkHandlerOptions(options: OpenAIHandlerOptions): Promise<void> {
+  await resolveHandlerOptions(options).access.close();
+}
+
+export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOptions = {}): OpenAIHandler {
+  const { modelName: givenName, apiKey, onRequest, maxBodyBytes, maxQueue, access } = resolveHandlerOptions(options);
+  const modelName = givenName ?? path.basename(lm.files.model).replace(/\.gguf$/i, "");
+  const created = Math.floor(Date.now() / 1000);
+  const keyDigest = apiKey === undefined ? undefined : digest(apiKey);
+  const stats: HandlerStats = { requests: 0, active: 0, completed: 0, aborted: 0, failed: 0, rejected: 0 };
+  const running = new Set<{ controller: AbortController; done: Promise<void> }>();
+  let closed = false;
+
+  const modelObject = { id: modelName, object: "model", created, owned_by: "multimodal-lm" };
+
+  const authorized = (req: IncomingMessage): boolean => {
+    if (!keyDigest) return true;
+    const header = req.headers.authorization ?? "";
+    const match = /^Bearer\s+(.+)$/i.exec(header.trim());
+    // Digests have equal length, so the comparison takes the same time whatever the key's length.
+    return match !== null && timingSafeEqual(digest(match[1]!), keyDigest);
+  };
+
+  const chatCompletion = async (req: IncomingMessage, res: ServerResponse, signal: AbortSignal, log: RequestLog): Promise<CompletionOutcome> => {
+    const body = await readJsonBody(req, maxBodyBytes);
+    const request = parseChatCompletionRequest(body);
+    log.stream = request.stream;
+    if (request.model !== undefined && request.model !== modelName && request.model !== "default") {
+      throw new HttpError(404, "E_NOT_FOUND", `The model ${JSON.stringify(request.model)} does not exist here. This server serves "${modelName}" (also reachable as "default").`, {
+        param: "model",
+      });
+    }
+    log.id = `chatcmpl-${randomBytes(12).toString("hex")}`;
+    return runChatCompletion(lm, access, request, { id: log.id, modelName }, res, signal);
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void): Promise<void> => {
+    const started = performance.now();
+    stats.requests++;
+    const url = new URL(req.url ?? "/", "http://localhost");
+    const route = url.pathname.replace(/\/+$/, "") || "/";
+    const log: RequestLog = { id: `req-${stats.requests}`, method: req.method ?? "GET", path: route, status: 0, durationMs: 0, aborted: false };
+    const finish = () => {
+      log.status = res.statusCode;
+      log.durationMs = performance.now() - started;
+      if (log.status >= 400) stats.failed++;
+      onRequest?.(log);
+    };
+    const fail = (error: unknown) => {
+      const failure = toHttpFailure(error);
+      log.code = failure.body.error.code;
+      if (failure.internal !== undefined) log.error = failure.internal;
+      const headers: Record<string, string> = {};
+      if (failure.status === 429) headers["retry-after"] = "1";
+      if (failure.status === 413) headers.connection = "close";
+      if (failure.status === 405) headers.allow = route === "/v1/chat/completions" ? "POST" : "GET";
+      sendJson(res, failure.status, failure.body, headers);
+      // Don't read the rest of an oversized upload.
+      if (failure.status === 413) res.once("finish", () => req.destroy());
+    };
+
+    const isV1 = route === "/v1" || route.startsWith("/v1/");
+    const known = route === "/health" || route === "/v1/models" || route.startsWith("/v1/models/") || route === "/v1/chat/completions";
+    if (!known && next) {
+      stats.requests--;
+      next();
+      return;
+    }
+    res.once("close", finish);
+    try {
+      if (isV1 && !authorized(req)) {
+        throw new HttpError(401, "E_UNAUTHORIZED", "Missing or wrong API key. Send it as the header Authorization: Bearer <key> (the server's --api-key).");
+      }
+      if (!known) throw new HttpError(404, "E_NOT_FOUND", `No endpoint ${req.method} ${route}. This server serves POST /v1/chat/completions, GET /v1/models and GET /health.`);
+      const method = route === "/v1/chat/completions" ? "POST" : "GET";
+      if (req.method !== method && !(method === "GET" && req.method === "HEAD")) {
+        throw new HttpError(405, "E_METHOD_NOT_ALLOWED", `${route} takes ${method}, not ${req.method}.`);
+      }
+      if (route === "/health") {
+        const up = !closed && lm.isLoaded;
+        sendJson(res, up ? 200 : 503, { status: up ? "ok" : "unavailable", model: modelName });
+        return;
+      }
+      if (closed || !lm.isLoaded) throw new HttpError(503, "E_UNAVAILABLE", "The server is shutting down and takes no new requests.");
+      if (route === "/v1/models") {
+        sendJson(res, 200, { object: "list", data: [modelObject] });
+        return;
+      }
+      if (route.startsWith("/v1/models/")) {
+        const id = decodeURIComponent(route.slice("/v1/models/".length));
+        if (id !== modelName && id !== "default") throw new HttpError(404, "E_NOT_FOUND", `The model ${JSON.stringify(id)} does not exist here; this server serves "${modelName}".`);
+        sendJson(res, 200, modelObject);
+        return;
+      }
+      if (stats.active >= 1 + maxQueue) {
+        stats.rejected++;
+        throw new HttpError(429, "E_QUEUE_FULL", `The server is busy: ${stats.active} requests are running or waiting (the queue holds ${maxQueue}). Retry shortly.`);
+      }
+      await track(log, req, res);
+    } catch (error) {
+      if (!res.headersSent) fail(error);
+      else if (error instanceof MultimodalLMError) log.code = error.code;
+    }
+  };
+
+  /** One chat completion, counted and aborted when its client goes away or the handler closes. */
+  const track = async (log: RequestLog, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const controller = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) {
+        log.aborted = true;
+        controller.abort(new MultimodalLMError("E_ABORTED", "The client closed the connection."));
+      }
+    };
+    res.once("close", onClose);
+    stats.active++;
+    let settle!: () => void;
+    const entry = { controller, done: new Promise<void>((resolve) => (settle = resolve)) };
+    running.add(entry);
+    try {
+      const outcome = await chatCompletion(req, res, controller.signal, log);
+      log.promptTokens = outcome.promptTokens;
+      log.completionTokens = outcome.completionTokens;
+      stats.completed++;
+    } catch (error) {
+      if (controller.signal.aborted && log.aborted) {
+        stats.aborted++;
+        log.code = "E_ABORTED";
+        return;
+      }
+      throw error;
+    } finally {
+      stats.active--;
+      running.delete(entry);
+      settle();
+      res.off("close", onClose);
+    }
+  };
+
+  const handler = ((req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void) => {
+    handle(req, res, next).catch((error: unknown) => {
+      // handle() answers its own errors; this is the last guard so a bug never crashes the process.
+      if (!res.headersSent) sendJson(res, 500, toHttpFailure(error).body);
+      else res.destroy();
+    });
+  }) as OpenAIHandler;
+  Object.defineProperty(handler, "stats", { get: () => ({ ...stats }) });
+  Object.defineProperty(handler, "modelName", { value: modelName });
+  handler.close = async () => {
+    closed = true;
+    for (const entry of running) entry.controller.abort(new MultimodalLMError("E_UNAVAILABLE", "The server is shutting down."));
+    await Promise.all([...running].map((entry) => entry.done));
+    await access.close();
+  };
+  return handler;
+}
