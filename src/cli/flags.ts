@@ -1,0 +1,127 @@
+// Flags shared by the commands, and their translation into the library's options.
+// Number flags are checked while parsing, so a typo fails before a model is loaded.
+import { Option, type Command } from "commander";
+
+import type { LoadOptions, SamplingOptions } from "../options.js";
+import type { CallVideoOptions } from "../multimodal-lm.js";
+
+interface NumberSpec {
+  integer?: boolean;
+  /** Smallest value allowed (inclusive). */
+  min?: number;
+  /** Largest value allowed (inclusive). */
+  max?: number;
+  /** Must be greater than 0. */
+  positive?: boolean;
+  /** Words accepted as they are, e.g. "auto". */
+  words?: string[];
+}
+
+function expectation(spec: NumberSpec): string {
+  let text = spec.integer ? "an integer" : "a number";
+  if (spec.positive) text += " greater than 0";
+  else if (spec.min !== undefined && spec.max !== undefined) text += ` from ${spec.min} to ${spec.max}`;
+  else if (spec.min !== undefined) text += ` of at least ${spec.min}`;
+  if (spec.words?.length) text += ` or ${spec.words.map((w) => `"${w}"`).join(", ")}`;
+  return text;
+}
+
+/** The flag's value as a number (or one of its words); undefined when it is not one. */
+export function parseNumberFlag(value: string, spec: NumberSpec): number | string | undefined {
+  if (spec.words?.includes(value)) return value;
+  const n = value.trim() === "" ? NaN : Number(value);
+  if (!Number.isFinite(n)) return undefined;
+  if (spec.integer && !Number.isInteger(n)) return undefined;
+  if (spec.positive && !(n > 0)) return undefined;
+  if (spec.min !== undefined && n < spec.min) return undefined;
+  if (spec.max !== undefined && n > spec.max) return undefined;
+  return n;
+}
+
+/** Adds a number-valued flag whose bad values end the program with "error: --fps expects a number ...". */
+export function addNumberOption(command: Command, flags: string, description: string, spec: NumberSpec = {}, defaultValue?: number): Command {
+  const option = new Option(flags, description);
+  option.argParser((value: string) => {
+    const parsed = parseNumberFlag(value, spec);
+    if (parsed === undefined) {
+      command.error(`error: ${option.long} expects ${expectation(spec)}, got ${JSON.stringify(value)}`, { code: "commander.invalidArgument" });
+    }
+    return parsed;
+  });
+  if (defaultValue !== undefined) option.default(defaultValue);
+  return command.addOption(option);
+}
+
+/** A list flag that may be repeated and takes comma-separated values. */
+export function collectList(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...value.split(",").map((item) => item.trim()).filter((item) => item.length > 0)];
+}
+
+export interface LoadFlags {
+  mmproj?: string;
+  ctxSize?: number;
+  threads?: number;
+  gpuLayers?: number | "auto";
+}
+
+export interface SamplingFlags {
+  maxTokens?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+}
+
+export interface VideoFlags {
+  fps?: number;
+  maxFrames?: number;
+  numFrames?: number;
+}
+
+export const MODEL_ENV = "MULTIMODAL_LM_MODEL";
+
+/** -m/--model (required; also from MULTIMODAL_LM_MODEL), for commands that take the model as a flag. */
+export function addModelOption(command: Command): Command {
+  return command.addOption(new Option("-m, --model <gguf>", "text model GGUF file").env(MODEL_ENV).makeOptionMandatory());
+}
+
+export function addLoadOptions(command: Command): Command {
+  command.option("--mmproj <gguf>", "multimodal projector GGUF (default: the mmproj*.gguf beside the model)");
+  addNumberOption(command, "--ctx-size <n>", "context window in tokens (default: the model's, at most 8192)", { integer: true, min: 16 });
+  addNumberOption(command, "--threads <n>", "CPU threads (default: the physical cores)", { integer: true, min: 1 });
+  addNumberOption(command, "--gpu-layers <n|auto>", 'text-model layers to offload to the GPU (default: "auto", all)', { integer: true, min: 0, words: ["auto"] });
+  return command;
+}
+
+export function addSamplingOptions(command: Command): Command {
+  addNumberOption(command, "-n, --max-tokens <n>", "most tokens to generate (default: until the model stops)", { integer: true, min: 0 });
+  addNumberOption(command, "--temperature <t>", "sampling temperature; 0 is greedy (default: 0.8)", { min: 0 });
+  addNumberOption(command, "--top-k <k>", "keep the k most likely tokens; 0 keeps all (default: 40)", { integer: true, min: 0 });
+  addNumberOption(command, "--top-p <p>", "nucleus sampling; 1 disables it (default: 0.95)", { min: 0, max: 1 });
+  addNumberOption(command, "--seed <n>", "sampling seed (default: random)", { integer: true, min: 0 });
+  return command;
+}
+
+export function addVideoOptions(command: Command): Command {
+  addNumberOption(command, "--fps <n>", "video frames sampled per second (default: 2)", { positive: true });
+  addNumberOption(command, "--max-frames <n>", "at most this many frames per video (default: 32)", { integer: true, min: 1 });
+  addNumberOption(command, "--num-frames <n>", "exactly this many frames per video, spread evenly (overrides --fps, --max-frames)", { integer: true, min: 1 });
+  return command;
+}
+
+// Only the flags that were given: the library's defaults apply to the rest.
+function defined<T extends object>(object: T): T {
+  return Object.fromEntries(Object.entries(object).filter(([, value]) => value !== undefined)) as T;
+}
+
+export function loadOptionsFrom(flags: LoadFlags): Omit<LoadOptions, "model" | "mmproj"> {
+  return defined({ contextSize: flags.ctxSize, threads: flags.threads, gpuLayers: flags.gpuLayers });
+}
+
+export function samplingFrom(flags: SamplingFlags): SamplingOptions {
+  return defined({ maxTokens: flags.maxTokens, temperature: flags.temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed });
+}
+
+export function videoFrom(flags: VideoFlags): CallVideoOptions {
+  return defined({ fps: flags.fps, maxFrames: flags.maxFrames, numFrames: flags.numFrames });
+}
