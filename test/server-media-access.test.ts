@@ -573,13 +573,15 @@ describe.runIf(linux)("remote media", () => {
     const declared = await caught(access.resolve(at("media.test", "/clip.mp4"), "image"));
     expect(declared).toBeInstanceOf(FetchError);
     expect(declared.code).toBe("E_FETCH");
-    expect(declared.message).toContain("is larger than the 4000-byte limit (Content-Length: 5000)");
+    expect(declared.message).toContain("is larger than the 4000-byte limit (Content-Length: 5000). Raise the limit with the server option maxImageBytes");
     const streamed = await caught(access.resolve(at("media.test", "/chunked"), "image"));
     expect(streamed.code).toBe("E_FETCH");
     expect(streamed.message).toContain("is larger than the 4000-byte limit (more than 4000 bytes received)");
     expect(((await access.resolve(at("media.test", "/chunked"), "video")) as Buffer).length).toBe(10_000);
     const small = media({ lookup, allowedMediaDomains: ["media.test"], allowedPrivateNetworks: exemptNet, maxVideoBytes: 9000 });
-    expect((await caught(small.resolve(at("media.test", "/chunked"), "video"))).code).toBe("E_FETCH");
+    const video = await caught(small.resolve(at("media.test", "/chunked"), "video"));
+    expect(video.code).toBe("E_FETCH");
+    expect(video.message).toContain("Raise the limit with the server option maxVideoBytes");
   });
 
   it("times out a server that never answers", async () => {
@@ -588,6 +590,7 @@ describe.runIf(linux)("remote media", () => {
     const error = await caught(access.resolve(at("media.test", "/hang"), "image"));
     expect(error.code).toBe("E_FETCH");
     expect(error.message).toContain("timed out after 200 ms");
+    expect(error.message).toContain("Raise the limit with the server option timeoutMs");
     expect(performance.now() - started).toBeLessThan(2000);
   });
 

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { MultimodalLM, startServer, type RunningServer } from "../src/index.js";
 import type { ChatMessage } from "../src/messages.js";
+import { runningChildren } from "../src/media/ffmpeg.js";
+import { liveTempDirs } from "../src/media/video.js";
 import { ensureTestModel } from "../src/test-models/index.js";
 import { ffmpegAvailable, indexClip } from "./helpers/clips.js";
 import { fakeDns, startMediaServer, type MediaServer } from "./helpers/server.js";
@@ -506,6 +508,11 @@ describe("errors in OpenAI's shape", () => {
     expect((await fetch(`${server.url}/v1/models/nope`)).status).toBe(404);
     const health = await fetch(`${server.url}/health`);
     expect(await health.json()).toEqual({ status: "ok", model: modelName });
+  });
+
+  it("leaves no ffmpeg process or temp file behind after all of the above", () => {
+    expect(runningChildren()).toBe(0);
+    expect(liveTempDirs()).toBe(0);
   });
 
   it("the OpenAI client surfaces the errors as its typed errors", async () => {

@@ -29,6 +29,11 @@ export interface FetchOptions extends FetchLimits {
    * A `MultimodalLMError` thrown here (or by the dispatcher's lookup) is rethrown as is, not wrapped in `FetchError`.
    */
   checkUrl?: (url: URL) => void;
+  /**
+   * How the caller's users raise each limit, for the hints in error messages.
+   * Default: the library's option names, `fetch.timeoutMs`, `fetch.maxBytes`, `fetch.maxRedirects`.
+   */
+  limitNames?: { timeoutMs?: string; maxBytes?: string; maxRedirects?: string };
 }
 
 export interface FetchResult {
@@ -46,7 +51,8 @@ export const DEFAULT_FETCH_MAX_REDIRECTS = 5;
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 const MAX_REDIRECTS = 20;
 const LIMIT_KEYS = ["timeoutMs", "maxBytes", "maxRedirects"] as const;
-const OPTION_KEYS = [...LIMIT_KEYS, "signal", "headers", "dispatcher", "checkUrl"] as const;
+const OPTION_KEYS = [...LIMIT_KEYS, "signal", "headers", "dispatcher", "checkUrl", "limitNames"] as const;
+const DEFAULT_LIMIT_NAMES = { timeoutMs: "fetch.timeoutMs", maxBytes: "fetch.maxBytes", maxRedirects: "fetch.maxRedirects" };
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 // What the fetch standard strips on a cross-origin redirect; we follow redirects by hand, so we must too.
 const ORIGIN_BOUND_HEADERS = ["authorization", "cookie", "proxy-authorization"];
@@ -67,7 +73,8 @@ function readLimits(limits: Record<string, unknown>, name: string): Required<Fet
   };
 }
 
-type ValidatedOptions = Required<FetchLimits> & Pick<FetchOptions, "signal" | "headers" | "dispatcher" | "checkUrl">;
+type ValidatedOptions = Required<FetchLimits> &
+  Pick<FetchOptions, "signal" | "headers" | "dispatcher" | "checkUrl"> & { limitNames: typeof DEFAULT_LIMIT_NAMES };
 
 function validateOptions(options: unknown): ValidatedOptions {
   if (options === undefined) options = {};
@@ -86,7 +93,12 @@ function validateOptions(options: unknown): ValidatedOptions {
     throw invalidParameter("options.dispatcher", "an undici Dispatcher (such as an Agent)", dispatcher);
   }
   if (checkUrl !== undefined && !is.fn(checkUrl)) throw invalidParameter("options.checkUrl", "a function", checkUrl);
+  const names = options.limitNames ?? {};
+  if (!is.object(names) || Object.values(names).some((name) => !is.string(name))) {
+    throw invalidParameter("options.limitNames", "an object of strings", options.limitNames);
+  }
   return {
+    limitNames: { ...DEFAULT_LIMIT_NAMES, ...(names as Record<string, string>) },
     ...readLimits(options, "options"),
     signal,
     headers: headers as Record<string, string> | undefined,
@@ -149,7 +161,7 @@ export function displayUrl(url: URL | string): string {
  * cancelled as soon as it passes `maxBytes`.
  */
 export async function fetchBytes(url: string | URL, options?: FetchOptions): Promise<FetchResult> {
-  const { timeoutMs, maxBytes, maxRedirects, signal, headers: given, dispatcher, checkUrl } = validateOptions(options);
+  const { timeoutMs, maxBytes, maxRedirects, signal, headers: given, dispatcher, checkUrl, limitNames } = validateOptions(options);
   let headers: Headers;
   try {
     headers = new Headers(given);
@@ -174,7 +186,7 @@ export async function fetchBytes(url: string | URL, options?: FetchOptions): Pro
     if (timeout.aborted) {
       return new FetchError(
         displayUrl(current),
-        `Fetching ${displayUrl(current)} timed out after ${timeoutMs} ms (${during}). Raise the limit with fetch.timeoutMs if the server is slow.`,
+        `Fetching ${displayUrl(current)} timed out after ${timeoutMs} ms (${during}). Raise the limit with ${limitNames.timeoutMs} if the server is slow.`,
         { cause: error },
       );
     }
@@ -195,7 +207,7 @@ export async function fetchBytes(url: string | URL, options?: FetchOptions): Pro
       throw new FetchError(
         displayUrl(current),
         `Fetching ${displayUrl(url)} was redirected more than ${maxRedirects} times (last to ${displayUrl(current)}). ` +
-          "Raise fetch.maxRedirects if the chain is expected.",
+          `Raise ${limitNames.maxRedirects} if the chain is expected.`,
         { status: response.status },
       );
     }
@@ -219,7 +231,7 @@ export async function fetchBytes(url: string | URL, options?: FetchOptions): Pro
   const tooLarge = (size: string): FetchError =>
     new FetchError(
       displayUrl(current),
-      `${displayUrl(current)} is larger than the ${maxBytes}-byte limit (${size}). Raise the limit with fetch.maxBytes if the file is expected.`,
+      `${displayUrl(current)} is larger than the ${maxBytes}-byte limit (${size}). Raise the limit with ${limitNames.maxBytes} if the file is expected.`,
     );
   const declared = Number(response.headers.get("content-length") ?? Number.NaN);
   if (Number.isFinite(declared) && declared > maxBytes) {

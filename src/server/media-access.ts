@@ -196,6 +196,11 @@ export class MediaAccess {
       timeoutMs: this.#timeoutMs,
       maxBytes: kind === "image" ? this.#maxImageBytes : this.#maxVideoBytes,
       maxRedirects: this.#maxRedirects,
+      limitNames: {
+        timeoutMs: "the server option timeoutMs",
+        maxBytes: `the server option ${kind === "image" ? "maxImageBytes" : "maxVideoBytes"}`,
+        maxRedirects: "the server option maxRedirects",
+      },
     });
     return bytes;
   }
