@@ -8,11 +8,12 @@ import { pathToFileURL } from "node:url";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { AbortError, FetchError, FileNotFoundError, ImageError, MultimodalLMError } from "../src/errors.js";
+import { AbortError, FetchError, FileNotFoundError, ImageError } from "../src/errors.js";
 import { fetchBytes } from "../src/media/fetch.js";
 import { decodeDataUrl } from "../src/media/data-url.js";
 import { fitPixelBudget, imageSize, loadImage, validateImageOptions, type ImageInput } from "../src/media/image.js";
 import { emptyDataUrl, malformedBase64DataUrl, nonImageBytes, pngBomb, samplePng, sampleRgb, truncatedJpeg } from "./helpers/bad-images.js";
+import { rejection as caught } from "./helpers/rejection.js";
 
 const W = 48;
 const H = 32;
@@ -81,16 +82,6 @@ function route(req: http.IncomingMessage, res: http.ServerResponse): void {
   } else {
     res.writeHead(404, { "content-type": "text/plain" }).end("not found");
   }
-}
-
-async function caught(promise: Promise<unknown>): Promise<MultimodalLMError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(MultimodalLMError);
-    return error as MultimodalLMError;
-  }
-  throw new Error("expected a rejection");
 }
 
 /** A plain Uint8Array (not a Buffer) holding `bytes` at a non-zero byteOffset of its ArrayBuffer. */

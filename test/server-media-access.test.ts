@@ -17,6 +17,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { FetchError, FileNotFoundError, MediaNotAllowedError, MultimodalLMError } from "../src/errors.js";
 import { fetchBytes } from "../src/media/fetch.js";
 import { MediaAccess, type MediaAccessOptions } from "../src/server/media-access.js";
+import { rejection as caught } from "./helpers/rejection.js";
 
 const posix = process.platform !== "win32";
 const linux = process.platform === "linux";
@@ -24,16 +25,6 @@ const linux = process.platform === "linux";
 const imageBytes = randomBytes(3000);
 const videoBytes = randomBytes(5000);
 const secretBytes = Buffer.from("top secret: must never be served");
-
-async function caught(promise: Promise<unknown>): Promise<MultimodalLMError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(MultimodalLMError);
-    return error as MultimodalLMError;
-  }
-  throw new Error("expected a rejection");
-}
 
 function thrown(fn: () => unknown): MultimodalLMError {
   try {
