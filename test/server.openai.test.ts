@@ -10,7 +10,15 @@ import OpenAI from "openai";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { MultimodalLM, startServer, type RunningServer } from "../src/index.js";
+import {
+  checkServeOptions,
+  createOpenAIHandler,
+  MultimodalLM,
+  startServer,
+  type OpenAIHandlerOptions,
+  type RunningServer,
+  type ServeOptions,
+} from "../src/index.js";
 import type { ChatMessage } from "../src/messages.js";
 import { runningChildren } from "../src/media/ffmpeg.js";
 import { liveTempDirs } from "../src/media/video.js";
@@ -506,6 +514,9 @@ describe("errors in OpenAI's shape", () => {
     const model = await fetch(`${server.url}/v1/models/default`);
     expect(((await model.json()) as { id: string }).id).toBe(modelName);
     expect((await fetch(`${server.url}/v1/models/nope`)).status).toBe(404);
+    const malformed = await fetch(`${server.url}/v1/models/%E0%A4%A`);
+    expect(malformed.status).toBe(404);
+    expect(((await malformed.json()) as { error: { code: string } }).error.code).toBe("E_NOT_FOUND");
     const health = await fetch(`${server.url}/health`);
     expect(await health.json()).toEqual({ status: "ok", model: modelName });
   });
@@ -513,6 +524,26 @@ describe("errors in OpenAI's shape", () => {
   it("leaves no ffmpeg process or temp file behind after all of the above", () => {
     expect(runningChildren()).toBe(0);
     expect(liveTempDirs()).toBe(0);
+  });
+
+  it("checks the handler's and server's options", async () => {
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      [{ maxQueue: -1 }, /Expected an integer between 0 and 1000000 for maxQueue but received -1/],
+      [{ maxBodyBytes: 0 }, /for maxBodyBytes but received 0/],
+      [{ apiKey: "" }, /Expected a non-empty string for apiKey/],
+      [{ modelName: 3 }, /Expected a non-empty string for modelName/],
+      [{ onRequest: "log" }, /Expected a function \(log\) => void for onRequest/],
+      [{ allowedMediaDomain: ["x"] }, /Unknown option allowedMediaDomain for createOpenAIHandler\(\)/],
+    ];
+    for (const [options, message] of bad) {
+      expect(() => createOpenAIHandler(lm, options as OpenAIHandlerOptions)).toThrow(message);
+      await expect(checkServeOptions(options as ServeOptions)).rejects.toMatchObject({ code: "E_INVALID_ARGUMENT" });
+    }
+    await expect(startServer(lm, { port: 70000 })).rejects.toThrow(/Expected an integer between 0 and 65535 for port/);
+    const taken = new URL(server.url).port;
+    const error = await startServer(lm, { port: Number(taken) }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: "E_INVALID_ARGUMENT" });
+    expect((error as Error).message).toMatch(/Port \d+ is in use; pick another with --port/);
   });
 
   it("the OpenAI client surfaces the errors as its typed errors", async () => {

@@ -25,7 +25,7 @@ const servers: RunningServer[] = [];
 const logs: RequestLog[] = [];
 
 async function serve(options: ServeOptions): Promise<RunningServer> {
-  const server = await startServer(lm, { port: 0, onRequest: (log) => logs.push(log), ...options });
+  const server = await startServer(lm, { port: 0, onRequest: (log) => logs.push({ ...log }), ...options });
   servers.push(server);
   return server;
 }

@@ -281,7 +281,8 @@ function moveCredentials(url: URL, headers: Headers): URL {
   return bare;
 }
 
-function safeDecode(component: string): string {
+/** decodeURIComponent, leaving a malformed escape sequence as it is. */
+export function safeDecode(component: string): string {
   try {
     return decodeURIComponent(component);
   } catch {

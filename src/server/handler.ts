@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
 
 import { MultimodalLMError } from "../errors.js";
+import { safeDecode } from "../media/fetch.js";
 import type { MultimodalLM } from "../multimodal-lm.js";
 import { invalidParameter, is, optionalInteger, rejectUnknownKeys } from "../validate.js";
 import { runChatCompletion, type CompletionOutcome } from "./chat-completions.js";
@@ -164,9 +165,15 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
 
   const handle = async (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void): Promise<void> => {
     const started = performance.now();
+    // The path as sent, without the query (not through URL: "//host/..." would lose its first segment).
+    const route = (req.url ?? "/").split("?")[0]!.replace(/\/+$/, "") || "/";
+    const isV1 = route === "/v1" || route.startsWith("/v1/");
+    const known = route === "/health" || route === "/v1/models" || route.startsWith("/v1/models/") || route === "/v1/chat/completions";
+    if (!known && next) {
+      next();
+      return;
+    }
     stats.requests++;
-    const url = new URL(req.url ?? "/", "http://localhost");
-    const route = url.pathname.replace(/\/+$/, "") || "/";
     const log: RequestLog = { id: `req-${stats.requests}`, method: req.method ?? "GET", path: route, status: 0, durationMs: 0, aborted: false };
     const finish = () => {
       log.status = res.statusCode;
@@ -187,14 +194,9 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
       if (failure.status === 413) res.once("finish", () => req.destroy());
     };
 
-    const isV1 = route === "/v1" || route.startsWith("/v1/");
-    const known = route === "/health" || route === "/v1/models" || route.startsWith("/v1/models/") || route === "/v1/chat/completions";
-    if (!known && next) {
-      stats.requests--;
-      next();
-      return;
-    }
-    res.once("close", finish);
+    // The log is complete only when both the response has closed and the request has settled
+    // (an aborted generation is known as such after the close).
+    const closedResponse = new Promise<void>((resolve) => res.once("close", resolve));
     try {
       if (isV1 && !authorized(req)) {
         throw new HttpError(401, "E_UNAUTHORIZED", "Missing or wrong API key. Send it as the header Authorization: Bearer <key> (the server's --api-key).");
@@ -215,7 +217,7 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
         return;
       }
       if (route.startsWith("/v1/models/")) {
-        const id = decodeURIComponent(route.slice("/v1/models/".length));
+        const id = safeDecode(route.slice("/v1/models/".length));
         if (id !== modelName && id !== "default") throw new HttpError(404, "E_NOT_FOUND", `The model ${JSON.stringify(id)} does not exist here; this server serves "${modelName}".`);
         sendJson(res, 200, modelObject);
         return;
@@ -228,6 +230,9 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
     } catch (error) {
       if (!res.headersSent) fail(error);
       else if (error instanceof MultimodalLMError) log.code = error.code;
+    } finally {
+      await closedResponse;
+      finish();
     }
   };
 
