@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <unordered_map>
 
 #include "chat.h"
 #include "common.h"
@@ -114,6 +115,16 @@ bool hasGpuDevice() {
 
 }  // namespace
 
+// One cell range of the KV cache as the engine wrote it: a text token, or a whole media
+// chunk (known by its key, see chunkKeys). Engine::State::kv lists them in position order.
+struct KvEntry {
+    bool media = false;
+    llama_token token = LLAMA_TOKEN_NULL;
+    std::string key;
+    int32_t tokens = 1;
+    llama_pos positions = 1;
+};
+
 struct Engine::State {
     common_init_result_ptr init;
     llama_model* model = nullptr;
@@ -124,6 +135,14 @@ struct Engine::State {
     std::vector<llama_logit_bias> eogBias;
     int32_t batchSize = 2048;
     std::string marker;
+    bool mergeFrames = false;  // the projector merges consecutive video frames in pairs
+    bool reusePrefix = true;
+    // Prefixes every image cache key: the projector file and the settings its output depends on.
+    std::string projectorId;
+    // What sequence 0 of the KV cache holds, as far as it is known to be intact. Cells past
+    // its end may hold leftovers of a failed decode; the next request removes them.
+    std::vector<KvEntry> kv;
+    std::unique_ptr<BatchHolder> textBatch;
 };
 
 Engine::Engine(LogSink* sink) : sink_(sink) {}
@@ -142,7 +161,8 @@ void Engine::throwIfAborted() const {
 
 namespace {
 mtmd::input_chunks_ptr tokenizeItems(mtmd_context* mctx, const std::string& prompt, const std::string& marker,
-                                     const std::vector<MediaItem>& items, bool addSpecial, LogSink* sink);
+                                     const std::vector<MediaItem>& items, bool addSpecial, bool mergeFrames,
+                                     LogSink* sink);
 }  // namespace
 
 ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
@@ -310,7 +330,7 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
             pair.segments.push_back({false, "", frame});
         }
         mtmd::input_chunks_ptr chunks =
-            tokenizeItems(state->mtmd.get(), state->marker, state->marker, {pair}, false, sink_);
+            tokenizeItems(state->mtmd.get(), state->marker, state->marker, {pair}, false, false, sink_);
         size_t mediaChunks = 0;
         for (size_t i = 0; i < mtmd_input_chunks_size(chunks.get()); ++i) {
             if (mtmd_input_chunk_get_type(mtmd_input_chunks_get(chunks.get(), i)) != MTMD_INPUT_CHUNK_TYPE_TEXT)
@@ -318,6 +338,19 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
         }
         info.frameMerge = mediaChunks == 1 ? 2 : 1;
     }
+    state->mergeFrames = info.frameMerge > 1;
+    state->reusePrefix = p.reusePrefix;
+    state->textBatch = std::make_unique<BatchHolder>(state->batchSize);
+    {
+        std::error_code ec;
+        const auto real = std::filesystem::weakly_canonical(p.mmproj, ec);
+        const auto time = std::filesystem::last_write_time(p.mmproj, ec);
+        state->projectorId =
+            (real.empty() ? p.mmproj : real.string()) + "|" + std::to_string(static_cast<uint64_t>(projBytes)) + "|" +
+            std::to_string(time.time_since_epoch().count()) + "|" + std::to_string(p.imageMinTokens) + "|" +
+            std::to_string(p.imageMaxTokens) + "|" + (p.mmprojOnGpu && !cpuEncoder_ ? "gpu" : "cpu");
+    }
+    imageCache_.reset(p.imageCacheBytes);
     state_ = std::move(state);
     if (progress) progress(1.0f);
     info.loadMs = nowMs() - t0;
@@ -326,10 +359,27 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
 
 void Engine::unload() {
     // Members are declared so that mtmd and templates go before the llama context and model.
+    imageCache_.reset(0);
     if (!state_) return;
     state_->mtmd.reset();
     state_->templates.reset();
     state_.reset();
+}
+
+void Engine::clearCaches() {
+    imageCache_.reset(imageCache_.stats().capacityBytes);
+    if (!state_) return;
+    state_->kv.clear();
+    llama_memory_clear(llama_get_memory(state_->ctx), true);
+}
+
+EngineStats Engine::stats() const {
+    EngineStats out;
+    out.imageCache = imageCache_.stats();
+    out.requests = requests_.load();
+    out.reusedPositions = reusedPositions_.load();
+    out.evaluatedPositions = evaluatedPositions_.load();
+    return out;
 }
 
 std::string Engine::formatChat(const std::vector<ChatMessage>& messages, bool addGenerationPrompt) const {
@@ -394,8 +444,16 @@ void checkMarkers(const std::string& prompt, const std::string& marker, size_t m
 // mtmd_tokenize_from_parts. Text between markers is split and tokenized exactly as
 // mtmd_tokenize does (empty pieces dropped, special tokens parsed); a video's text segments
 // are separate parts, as mtmd does for the text its lazy video bitmaps return.
+//
+// Bitmap ids. mtmd gives every chunk of an image (each tile) its bitmap's id, and a merged
+// pair of video frames the id of its first frame. So that a chunk's id names exactly the
+// pixels it was made from, the first frame of a pair gets "first|second" (pairs are formed
+// as mtmd_group_mergeable_bitmaps does: greedily, two adjacent mergeable bitmaps of one size),
+// and every id gets "@n", its occurrence in this prompt, so the tiles of an image can be
+// numbered even when the same image is given twice (chunkKeys). Media without an id get none.
 mtmd::input_chunks_ptr tokenizeItems(mtmd_context* mctx, const std::string& prompt, const std::string& marker,
-                                     const std::vector<MediaItem>& items, bool addSpecial, LogSink* sink) {
+                                     const std::vector<MediaItem>& items, bool addSpecial, bool mergeFrames,
+                                     LogSink* sink) {
     checkMarkers(prompt, marker, items.size());
     struct Piece {
         const std::string* text = nullptr;
@@ -425,12 +483,29 @@ mtmd::input_chunks_ptr tokenizeItems(mtmd_context* mctx, const std::string& prom
         pieces.push_back({&texts.back(), nullptr});
     }
 
+    std::vector<std::string> ids(pieces.size());
+    std::unordered_map<std::string, int> occurrences;
+    for (size_t k = 0; k < pieces.size(); ++k) {
+        const Media* m = pieces[k].media;
+        if (m == nullptr) continue;
+        const size_t first = k;
+        std::string content = m->id;
+        const Media* next = k + 1 < pieces.size() ? pieces[k + 1].media : nullptr;
+        if (mergeFrames && m->mergeable && next != nullptr && next->mergeable && next->width == m->width &&
+            next->height == m->height) {
+            content = m->id.empty() || next->id.empty() ? "" : m->id + "|" + next->id;
+            ++k;  // the second frame of the pair: its id is never a chunk's
+        }
+        if (!content.empty()) ids[first] = content + "@" + std::to_string(occurrences[content]++);
+    }
+
     mtmd::bitmaps bitmaps;
     std::vector<mtmd_input_text> inputTexts;
     inputTexts.reserve(pieces.size());
     std::vector<mtmd_input_part> parts;
     parts.reserve(pieces.size());
-    for (const Piece& piece : pieces) {
+    for (size_t k = 0; k < pieces.size(); ++k) {
+        const Piece& piece = pieces[k];
         if (piece.text) {
             inputTexts.push_back({piece.text->c_str(), piece.text->size(), addSpecial, /*parse_special*/ true});
             parts.push_back({&inputTexts.back(), nullptr});
@@ -440,7 +515,7 @@ mtmd::input_chunks_ptr tokenizeItems(mtmd_context* mctx, const std::string& prom
         std::vector<unsigned char> zeros;
         if (m.rgb.empty()) zeros.assign(static_cast<size_t>(m.width) * m.height * 3, 0);
         mtmd_bitmap* b = mtmd_bitmap_init(m.width, m.height, m.rgb.empty() ? zeros.data() : m.rgb.data());
-        if (!m.id.empty()) mtmd_bitmap_set_id(b, m.id.c_str());
+        if (!ids[k].empty()) mtmd_bitmap_set_id(b, ids[k].c_str());
         mtmd_bitmap_set_mergeable(b, m.mergeable);
         bitmaps.entries.emplace_back(b);
         parts.push_back({nullptr, b});
@@ -464,11 +539,172 @@ MediaItem singleImage(const Media& media) {
     return item;
 }
 
+// For each chunk, the key of its embeddings: empty for text and for media without an id,
+// otherwise "<content>#<tile>:<tokens>:<positions>". The content is the bitmap id without its
+// "@n" (see tokenizeItems); tiles are numbered in the order mtmd emits them.
+std::vector<std::string> chunkKeys(const mtmd_input_chunks* chunks) {
+    const size_t n = mtmd_input_chunks_size(chunks);
+    std::vector<std::string> keys(n);
+    std::unordered_map<std::string, int> tiles;
+    for (size_t i = 0; i < n; ++i) {
+        const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks, i);
+        if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) continue;
+        const char* raw = mtmd_input_chunk_get_id(chunk);
+        const std::string id = raw == nullptr ? "" : raw;
+        if (id.empty()) continue;
+        const int tile = tiles[id]++;
+        keys[i] = id.substr(0, id.rfind('@')) + "#" + std::to_string(tile) + ":" +
+                  std::to_string(mtmd_input_chunk_get_n_tokens(chunk)) + ":" +
+                  std::to_string(mtmd_input_chunk_get_n_pos(chunk));
+    }
+    return keys;
+}
+
+// Where evaluation of a prompt starts: chunk `chunk`, token `offset` inside it (text chunks
+// only), after `entries` KV entries covering `positions` positions and `tokens` tokens.
+struct Resume {
+    size_t chunk = 0;
+    size_t offset = 0;
+    size_t entries = 0;
+    llama_pos positions = 0;
+    int32_t tokens = 0;
+};
+
+// The longest prefix of the prompt already in the KV cache: text compared token by token,
+// media chunk by chunk by key. At least one token is left to evaluate, since sampling needs
+// the logits of the prompt's last position.
+Resume matchPrefix(const std::vector<KvEntry>& kv, const mtmd_input_chunks* chunks,
+                   const std::vector<std::string>& keys) {
+    Resume r;
+    const size_t n = mtmd_input_chunks_size(chunks);
+    for (size_t i = 0; i < n; ++i) {
+        const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks, i);
+        r.chunk = i;
+        r.offset = 0;
+        if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+            size_t count = 0;
+            const llama_token* tokens = mtmd_input_chunk_get_tokens_text(chunk, &count);
+            for (; r.offset < count; ++r.offset) {
+                if (r.entries >= kv.size() || kv[r.entries].media || kv[r.entries].token != tokens[r.offset]) return r;
+                ++r.entries;
+                ++r.positions;
+                ++r.tokens;
+            }
+        } else {
+            if (keys[i].empty() || r.entries >= kv.size() || !kv[r.entries].media || kv[r.entries].key != keys[i]) {
+                return r;
+            }
+            r.positions += kv[r.entries].positions;
+            r.tokens += kv[r.entries].tokens;
+            ++r.entries;
+        }
+    }
+    if (n == 0 || r.entries == 0) return Resume{};
+    // The whole prompt is cached: evaluate its last token (or media chunk) again.
+    const KvEntry& last = kv[--r.entries];
+    r.chunk = n - 1;
+    r.offset = last.media ? 0 : r.offset - 1;
+    r.positions -= last.positions;
+    r.tokens -= last.tokens;
+    return r;
+}
+
+// The embeddings of a prompt's media chunks: from the image cache when it has them, otherwise
+// from the projector. Chunks not in the cache are encoded in batches, as llama-mtmd-cli does
+// (a chunk and the uncached media chunks right after it, as far as the projector allows), and
+// stored in the cache.
+class MediaEncoder {
+ public:
+    MediaEncoder(mtmd_context* mtmd, const mtmd_input_chunks* chunks, const std::vector<std::string>& keys,
+                 ImageCache& cache, const std::string& projectorId, size_t embeddingSize, LogSink* sink,
+                 std::function<void()> checkAbort)
+        : mtmd_(mtmd),
+          chunks_(chunks),
+          keys_(keys),
+          cache_(cache),
+          projectorId_(projectorId),
+          embeddingSize_(embeddingSize),
+          sink_(sink),
+          checkAbort_(std::move(checkAbort)),
+          cached_(keys.size()) {}
+
+    // Looks up every media chunk from `first` on (each counts as one hit or miss).
+    void lookUp(size_t first) {
+        if (!cache_.enabled()) return;
+        for (size_t i = first; i < keys_.size(); ++i) {
+            if (keys_[i].empty()) continue;
+            cached_[i] = cache_.get(projectorId_ + "\n" + keys_[i]);
+            ++(cached_[i] ? hits : misses);
+        }
+    }
+
+    // The embeddings of media chunk i, valid until the next call.
+    const float* embeddings(size_t i) {
+        if (cached_[i]) return cached_[i]->data();
+        const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks_, i);
+        if (std::find(inBatch_.begin(), inBatch_.end(), i) == inBatch_.end()) encodeFrom(i);
+        const float* embd = mtmd_batch_get_output_embd(batch_.get(), chunk);
+        if (embd == nullptr) throw CodedError("E_ENGINE", "mtmd_batch_get_output_embd returned no embeddings");
+        return embd;
+    }
+
+    int32_t hits = 0;
+    int32_t misses = 0;
+    int32_t encodedChunks = 0;
+    double encodeMs = 0;
+
+ private:
+    void encodeFrom(size_t i) {
+        batch_.reset(mtmd_batch_init(mtmd_));
+        inBatch_.assign(1, i);
+        if (mtmd_batch_add_chunk(batch_.get(), mtmd_input_chunks_get(chunks_, i)) != 0) {
+            throw CodedError("E_ENGINE", withDetail("mtmd_batch_add_chunk failed", sink_->takeErrors()));
+        }
+        for (size_t j = i + 1; j < keys_.size() && !cached_[j]; ++j) {
+            const mtmd_input_chunk* next = mtmd_input_chunks_get(chunks_, j);
+            if (mtmd_input_chunk_get_type(next) == MTMD_INPUT_CHUNK_TYPE_TEXT) break;
+            if (mtmd_batch_add_chunk(batch_.get(), next) != 0) break;
+            inBatch_.push_back(j);
+        }
+        const double t = nowMs();
+        const int32_t res = mtmd_batch_encode(batch_.get());
+        encodeMs += nowMs() - t;
+        checkAbort_();
+        if (res != 0) {
+            throw CodedError("E_ENGINE", withDetail("the vision encoder failed (mtmd_batch_encode returned " +
+                                                        std::to_string(res) + ")",
+                                                    sink_->takeErrors()));
+        }
+        encodedChunks += static_cast<int32_t>(inBatch_.size());
+        if (!cache_.enabled()) return;
+        for (size_t j : inBatch_) {
+            const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks_, j);
+            const float* out = mtmd_batch_get_output_embd(batch_.get(), chunk);
+            if (out != nullptr && !keys_[j].empty()) {
+                cache_.put(projectorId_ + "\n" + keys_[j], out, mtmd_input_chunk_get_n_tokens(chunk) * embeddingSize_);
+            }
+        }
+    }
+
+    mtmd_context* mtmd_;
+    const mtmd_input_chunks* chunks_;
+    const std::vector<std::string>& keys_;
+    ImageCache& cache_;
+    const std::string& projectorId_;
+    size_t embeddingSize_;
+    LogSink* sink_;
+    std::function<void()> checkAbort_;
+    std::vector<ImageCache::Embeddings> cached_;
+    std::unique_ptr<mtmd_batch, MtmdBatchDeleter> batch_;
+    std::vector<size_t> inBatch_;
+};
+
 }  // namespace
 
 TokenCount Engine::countTokens(const std::string& prompt, const std::vector<MediaItem>& media, bool addSpecial) {
     ScopedLogSink logScope(sink_);
-    mtmd::input_chunks_ptr chunks = tokenizeItems(state_->mtmd.get(), prompt, state_->marker, media, addSpecial, sink_);
+    mtmd::input_chunks_ptr chunks =
+        tokenizeItems(state_->mtmd.get(), prompt, state_->marker, media, addSpecial, state_->mergeFrames, sink_);
 
     TokenCount out;
     out.tokens = static_cast<int32_t>(mtmd_helper_get_n_tokens(chunks.get()));
@@ -495,7 +731,9 @@ GenerateResult Engine::generate(const GenerateParams& p, const Piece& onPiece) {
     State& s = *state_;
     throwIfAborted();
 
-    mtmd::input_chunks_ptr chunks = tokenizeItems(s.mtmd.get(), p.prompt, s.marker, p.media, p.addSpecial, sink_);
+    mtmd::input_chunks_ptr chunks =
+        tokenizeItems(s.mtmd.get(), p.prompt, s.marker, p.media, p.addSpecial, s.mergeFrames, sink_);
+    const std::vector<std::string> keys = chunkKeys(chunks.get());
 
     const int32_t nCtx = static_cast<int32_t>(llama_n_ctx(s.ctx));
     result.promptTokens = static_cast<int32_t>(mtmd_helper_get_n_tokens(chunks.get()));
@@ -507,68 +745,94 @@ GenerateResult Engine::generate(const GenerateParams& p, const Piece& onPiece) {
                              "; load with a larger contextSize, or send a shorter prompt or fewer or "
                              "smaller images (maxPixels)");
     }
+    requests_++;
 
-    // One request at a time: start from an empty KV cache.
-    llama_memory_clear(llama_get_memory(s.ctx), true);
-    llama_pos nPast = 0;
-    int32_t nCells = 0;
+    // Keep what the KV cache already holds of this prompt (see matchPrefix), and remove the
+    // rest. With sliding-window attention the cache may no longer hold the window the first
+    // new position needs, and recurrent memory cannot drop a suffix: then start from empty,
+    // as llama-server does.
+    llama_memory_t mem = llama_get_memory(s.ctx);
+    Resume from = s.reusePrefix ? matchPrefix(s.kv, chunks.get(), keys) : Resume{};
+    if (from.positions > 0) {
+        const llama_pos posMin = llama_memory_seq_pos_min(mem, 0);
+        const llama_pos window = std::max(1, llama_model_n_swa(s.model));
+        if (posMin < 0 || posMin > std::max(0, from.positions - window) ||
+            !llama_memory_seq_rm(mem, 0, from.positions, -1)) {
+            from = Resume{};
+        }
+    }
+    if (from.positions == 0) {
+        from = Resume{};
+        llama_memory_clear(mem, true);
+    }
+    s.kv.resize(from.entries);
+    result.reusedPositions = from.positions;
+    result.reusedTokens = from.tokens;
+    result.evaluatedPositions = result.promptPositions - from.positions;
+    reusedPositions_ += static_cast<uint64_t>(result.reusedPositions);
+    evaluatedPositions_ += static_cast<uint64_t>(result.evaluatedPositions);
+    llama_pos nPast = from.positions;
+    int32_t nCells = from.tokens;
 
-    // Evaluate chunk by chunk, as llama-mtmd-cli does: media chunks are encoded in
-    // batches (consecutive media chunks together), then decoded.
-    const double tPrompt = nowMs();
-    std::unique_ptr<mtmd_batch, MtmdBatchDeleter> mbatch;
     const size_t nChunks = mtmd_input_chunks_size(chunks.get());
     for (size_t i = 0; i < nChunks; ++i) {
+        const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks.get(), i);
+        if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) continue;
+        result.mediaTokens += static_cast<int32_t>(mtmd_input_chunk_get_n_tokens(chunk));
+        result.mediaChunks++;
+    }
+
+    // Evaluate chunk by chunk, as llama-mtmd-cli does: text in batches of batchSize, media
+    // from their embeddings (the image cache's, or the projector's).
+    const double tPrompt = nowMs();
+    MediaEncoder encoder(s.mtmd.get(), chunks.get(), keys, imageCache_, s.projectorId,
+                         static_cast<size_t>(llama_model_n_embd_inp(s.model)), sink_, [this] { throwIfAborted(); });
+    encoder.lookUp(from.chunk);
+    llama_batch& textBatch = s.textBatch->batch;
+    for (size_t i = from.chunk; i < nChunks; ++i) {
         throwIfAborted();
         const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks.get(), i);
-        const int32_t chunkTokens = static_cast<int32_t>(mtmd_input_chunk_get_n_tokens(chunk));
-        llama_pos newPast = nPast;
         if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
-            const int32_t res = mtmd_helper_eval_chunk_single(s.mtmd.get(), s.ctx, chunk, nPast, 0, s.batchSize,
-                                                              i == nChunks - 1, &newPast);
-            throwIfAborted();
-            if (res != 0) {
-                throw CodedError("E_ENGINE", withDetail("llama_decode failed on prompt chunk " + std::to_string(i),
-                                                        sink_->takeErrors()));
-            }
-        } else {
-            result.mediaTokens += chunkTokens;
-            result.mediaChunks++;
-            float* embd = mbatch ? mtmd_batch_get_output_embd(mbatch.get(), chunk) : nullptr;
-            if (embd == nullptr) {
-                mbatch.reset(mtmd_batch_init(s.mtmd.get()));
-                if (mtmd_batch_add_chunk(mbatch.get(), chunk) != 0) {
-                    throw CodedError("E_ENGINE", withDetail("mtmd_batch_add_chunk failed", sink_->takeErrors()));
+            size_t count = 0;
+            const llama_token* tokens = mtmd_input_chunk_get_tokens_text(chunk, &count);
+            size_t j = i == from.chunk ? from.offset : 0;
+            while (j < count) {
+                common_batch_clear(textBatch);
+                const size_t begin = j;
+                for (; j < count && textBatch.n_tokens < s.batchSize; ++j) {
+                    common_batch_add(textBatch, tokens[j], nPast + static_cast<llama_pos>(j - begin), {0}, false);
                 }
-                for (size_t j = i + 1; j < nChunks; ++j) {
-                    const mtmd_input_chunk* next = mtmd_input_chunks_get(chunks.get(), j);
-                    if (mtmd_input_chunk_get_type(next) == MTMD_INPUT_CHUNK_TYPE_TEXT) break;
-                    if (mtmd_batch_add_chunk(mbatch.get(), next) != 0) break;
-                }
-                const double tEncode = nowMs();
-                const int32_t res = mtmd_batch_encode(mbatch.get());
-                result.encodeMs += nowMs() - tEncode;
+                if (i == nChunks - 1 && j == count) textBatch.logits[textBatch.n_tokens - 1] = true;
+                const int32_t res = llama_decode(s.ctx, textBatch);
                 throwIfAborted();
                 if (res != 0) {
-                    throw CodedError("E_ENGINE", withDetail("the vision encoder failed (mtmd_batch_encode returned " +
-                                                                std::to_string(res) + ")",
+                    throw CodedError("E_ENGINE", withDetail("llama_decode failed on prompt chunk " + std::to_string(i),
                                                             sink_->takeErrors()));
                 }
-                embd = mtmd_batch_get_output_embd(mbatch.get(), chunk);
-                if (embd == nullptr) throw CodedError("E_ENGINE", "mtmd_batch_get_output_embd returned no embeddings");
+                for (size_t k = begin; k < j; ++k) s.kv.push_back(KvEntry{false, tokens[k], "", 1, 1});
+                nPast += textBatch.n_tokens;
+                nCells += textBatch.n_tokens;
             }
-            const int32_t res = mtmd_helper_decode_image_chunk(s.mtmd.get(), s.ctx, chunk, embd, nPast, 0, s.batchSize,
-                                                               &newPast, nullptr, nullptr);
-            throwIfAborted();
-            if (res != 0) {
-                throw CodedError("E_ENGINE", withDetail("llama_decode failed on media chunk " + std::to_string(i),
-                                                        sink_->takeErrors()));
-            }
+            continue;
         }
+        const float* embd = encoder.embeddings(i);
+        llama_pos newPast = nPast;
+        const int32_t res = mtmd_helper_decode_image_chunk(s.mtmd.get(), s.ctx, chunk, const_cast<float*>(embd), nPast,
+                                                           0, s.batchSize, &newPast, nullptr, nullptr);
+        throwIfAborted();
+        if (res != 0) {
+            throw CodedError(
+                "E_ENGINE", withDetail("llama_decode failed on media chunk " + std::to_string(i), sink_->takeErrors()));
+        }
+        const auto chunkTokens = static_cast<int32_t>(mtmd_input_chunk_get_n_tokens(chunk));
+        s.kv.push_back(KvEntry{true, LLAMA_TOKEN_NULL, keys[i], chunkTokens, newPast - nPast});
         nPast = newPast;
         nCells += chunkTokens;
     }
-    mbatch.reset();
+    result.encodeMs = encoder.encodeMs;
+    result.encodedChunks = encoder.encodedChunks;
+    result.imageCacheHits = encoder.hits;
+    result.imageCacheMisses = encoder.misses;
     result.promptMs = nowMs() - tPrompt;
 
     common_params_sampling sp;
@@ -644,6 +908,7 @@ GenerateResult Engine::generate(const GenerateParams& p, const Piece& onPiece) {
                                                         " (returned " + std::to_string(res) + ")",
                                                     sink_->takeErrors()));
         }
+        s.kv.push_back(KvEntry{false, token, "", 1, 1});
         nCells++;
     }
     if (text.size() > emitted && onPiece) onPiece(text.substr(emitted));
@@ -658,30 +923,28 @@ EmbedResult Engine::embedImage(const Media& media) {
     sink_->takeErrors();
     State& s = *state_;
     throwIfAborted();
-    mtmd::input_chunks_ptr chunks = tokenizeItems(s.mtmd.get(), s.marker, s.marker, {singleImage(media)}, false, sink_);
+    mtmd::input_chunks_ptr chunks =
+        tokenizeItems(s.mtmd.get(), s.marker, s.marker, {singleImage(media)}, false, s.mergeFrames, sink_);
+    const std::vector<std::string> keys = chunkKeys(chunks.get());
 
     EmbedResult out;
     out.embeddingSize = llama_model_n_embd_inp(s.model);
+    MediaEncoder encoder(s.mtmd.get(), chunks.get(), keys, imageCache_, s.projectorId,
+                         static_cast<size_t>(out.embeddingSize), sink_, [this] { throwIfAborted(); });
+    encoder.lookUp(0);
     const size_t n = mtmd_input_chunks_size(chunks.get());
     for (size_t i = 0; i < n; ++i) {
         const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks.get(), i);
         if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) continue;
         throwIfAborted();
-        const double t = nowMs();
-        const int32_t res = mtmd_encode_chunk(s.mtmd.get(), chunk);
-        out.encodeMs += nowMs() - t;
-        throwIfAborted();
-        if (res != 0) {
-            throw CodedError("E_ENGINE", withDetail("the vision encoder failed (mtmd_encode_chunk returned " +
-                                                        std::to_string(res) + ")",
-                                                    sink_->takeErrors()));
-        }
+        const float* embd = encoder.embeddings(i);
         const auto tokens = static_cast<int32_t>(mtmd_input_chunk_get_n_tokens(chunk));
-        const float* embd = mtmd_get_output_embd(s.mtmd.get());
         out.data.insert(out.data.end(), embd, embd + static_cast<size_t>(tokens) * out.embeddingSize);
         out.tokens += tokens;
         out.chunks++;
     }
+    out.encodeMs = encoder.encodeMs;
+    out.imageCacheHits = encoder.hits;
     return out;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "image-cache.h"
 #include "log-routing.h"
 
 namespace mmlm {
@@ -37,6 +38,8 @@ struct LoadParams {
     int32_t imageMinTokens = -1;
     int32_t imageMaxTokens = -1;
     bool warmup = true;
+    uint64_t imageCacheBytes = 0;  // 0: no image embedding cache
+    bool reusePrefix = true;       // keep the KV cache between requests and evaluate only what differs
 };
 
 struct ModelInfo {
@@ -113,6 +116,14 @@ struct GenerateResult {
     double generationMs = 0;
     double timeToFirstTokenMs = 0;
     double totalMs = 0;
+    // The caches: prompt positions (and tokens) found in the KV cache, positions evaluated,
+    // media chunks taken from the image cache or not found there, chunks run through the projector.
+    int32_t reusedPositions = 0;
+    int32_t reusedTokens = 0;
+    int32_t evaluatedPositions = 0;
+    int32_t imageCacheHits = 0;
+    int32_t imageCacheMisses = 0;
+    int32_t encodedChunks = 0;
 };
 
 struct EmbedResult {
@@ -120,7 +131,16 @@ struct EmbedResult {
     int32_t tokens = 0;
     int32_t embeddingSize = 0;
     int32_t chunks = 0;
+    int32_t imageCacheHits = 0;
     double encodeMs = 0;
+};
+
+// Cumulative counters of one engine; readable from any thread.
+struct EngineStats {
+    ImageCacheStats imageCache;
+    uint64_t requests = 0;
+    uint64_t reusedPositions = 0;
+    uint64_t evaluatedPositions = 0;
 };
 
 struct TokenCount {
@@ -162,6 +182,9 @@ class Engine {
     // Media with empty rgb count as zero-filled images of their size; nothing is encoded.
     TokenCount countTokens(const std::string& prompt, const std::vector<MediaItem>& media, bool addSpecial);
     void unload();
+    // Empties the image cache and forgets the KV cache's contents (the next request starts fresh).
+    void clearCaches();
+    EngineStats stats() const;
 
     // Read-only; safe on the JS thread while the engine thread decodes.
     std::string formatChat(const std::vector<ChatMessage>& messages, bool addGenerationPrompt) const;
@@ -178,6 +201,10 @@ class Engine {
     LogSink* sink_;
     bool cpuEncoder_ = true;
     std::atomic<const std::atomic<bool>*> abort_{nullptr};
+    ImageCache imageCache_;
+    std::atomic<uint64_t> requests_{0};
+    std::atomic<uint64_t> reusedPositions_{0};
+    std::atomic<uint64_t> evaluatedPositions_{0};
     std::unique_ptr<State> state_;
 };
 

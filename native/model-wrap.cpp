@@ -140,6 +140,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                                InstanceMethod<&NativeModel::generate>("generate"),
                                InstanceMethod<&NativeModel::embedImage>("embedImage"),
                                InstanceMethod<&NativeModel::countTokens>("countTokens"),
+                               InstanceMethod<&NativeModel::clearCaches>("clearCaches"),
+                               InstanceMethod<&NativeModel::stats>("stats"),
                                InstanceMethod<&NativeModel::cancel>("cancel"),
                                InstanceMethod<&NativeModel::formatChat>("formatChat"),
                                InstanceMethod<&NativeModel::tokenize>("tokenize"),
@@ -290,6 +292,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         p.imageMinTokens = getInt(o, "imageMinTokens", p.imageMinTokens);
         p.imageMaxTokens = getInt(o, "imageMaxTokens", p.imageMaxTokens);
         p.warmup = getBool(o, "warmup", p.warmup);
+        Napi::Value cacheBytes = o.Get("imageCacheBytes");
+        if (cacheBytes.IsNumber())
+            p.imageCacheBytes = static_cast<uint64_t>(cacheBytes.As<Napi::Number>().Int64Value());
+        p.reusePrefix = getBool(o, "reusePrefix", p.reusePrefix);
 
         engine_ = std::make_unique<Engine>(sink_.get());
         worker_ = std::make_unique<Worker>();
@@ -361,6 +367,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                 out.Set("generationMs", r.generationMs);
                 out.Set("timeToFirstTokenMs", r.timeToFirstTokenMs);
                 out.Set("totalMs", r.totalMs);
+                out.Set("reusedPositions", r.reusedPositions);
+                out.Set("reusedTokens", r.reusedTokens);
+                out.Set("evaluatedPositions", r.evaluatedPositions);
+                out.Set("imageCacheHits", r.imageCacheHits);
+                out.Set("imageCacheMisses", r.imageCacheMisses);
+                out.Set("encodedChunks", r.encodedChunks);
                 return out;
             });
         });
@@ -381,6 +393,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                 out.Set("tokens", r->tokens);
                 out.Set("embeddingSize", r->embeddingSize);
                 out.Set("chunks", r->chunks);
+                out.Set("imageCacheHits", r->imageCacheHits);
                 out.Set("encodeMs", r->encodeMs);
                 return out;
             });
@@ -406,6 +419,37 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                 return out;
             });
         });
+    }
+
+    Napi::Value clearCaches(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (!guard(env, true)) return env.Undefined();
+        const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+        return schedule(info, id, info[1].As<Napi::Function>(), [](Engine& engine, Emitter&) {
+            engine.clearCaches();
+            return std::function<Napi::Value(Napi::Env)>([](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+        });
+    }
+
+    // Synchronous: the counters are atomics or behind the cache's lock.
+    Napi::Value stats(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (!guard(env, true)) return env.Undefined();
+        const EngineStats st = engine_->stats();
+        auto number = [&env](uint64_t v) { return Napi::Number::New(env, static_cast<double>(v)); };
+        Napi::Object cache = Napi::Object::New(env);
+        cache.Set("hits", number(st.imageCache.hits));
+        cache.Set("misses", number(st.imageCache.misses));
+        cache.Set("evictions", number(st.imageCache.evictions));
+        cache.Set("entries", number(st.imageCache.entries));
+        cache.Set("bytes", number(st.imageCache.bytes));
+        cache.Set("capacityBytes", number(st.imageCache.capacityBytes));
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("requests", number(st.requests));
+        out.Set("reusedPositions", number(st.reusedPositions));
+        out.Set("evaluatedPositions", number(st.evaluatedPositions));
+        out.Set("imageCache", cache);
+        return out;
     }
 
     Napi::Value cancel(const Napi::CallbackInfo& info) {

@@ -29,6 +29,7 @@ export type {
   GenerateResult,
   ImageEmbedding,
   ModelInfo,
+  ModelStats,
   StopReason,
   TokenCount,
 } from "./multimodal-lm.js";

@@ -121,6 +121,31 @@ export interface GenerateResult {
     /** From the call to the result. */
     totalMs: number;
   };
+  /** What the caches saved in this request (see `imageCacheBytes` and `reusePrefix`). */
+  cache: {
+    /** Prompt positions found in the KV cache from an earlier request and not evaluated again. */
+    reusedPositions: number;
+    /** Prompt tokens those positions hold (more than positions when they include an M-RoPE image). */
+    reusedTokens: number;
+    /** Prompt positions evaluated by this request; with reusedPositions, all of the prompt's. */
+    evaluatedPositions: number;
+    /** Media chunks to evaluate whose embeddings came from the image cache. */
+    imageCacheHits: number;
+    /** Media chunks to evaluate that the image cache did not have (0 when it is disabled). */
+    imageCacheMisses: number;
+    /** Media chunks run through the projector (vision encoder) in this request. */
+    encodedChunks: number;
+  };
+}
+
+/** Cumulative counters of one loaded model (`lm.stats`). */
+export interface ModelStats {
+  /** Generating requests that reached the engine. */
+  requests: number;
+  /** KV prefix reuse: prompt positions taken from the cache, and evaluated, over all requests. */
+  prefix: { reusedPositions: number; evaluatedPositions: number };
+  /** The image embedding cache. `bytes` counts the embeddings held; `capacityBytes` is the bound. */
+  imageCache: { hits: number; misses: number; evictions: number; entries: number; bytes: number; capacityBytes: number };
 }
 
 export interface ImageEmbedding {
@@ -130,6 +155,8 @@ export interface ImageEmbedding {
   /** The image's content id. */
   id: string;
   encodeMs: number;
+  /** True when every chunk came from the image cache (nothing was encoded). */
+  cached: boolean;
 }
 
 export interface TokenCount {
@@ -394,7 +421,13 @@ export class MultimodalLM implements AsyncDisposable {
     const signal = optionalSignal("signal", options.signal);
     const [decoded] = await this.loadImages([image], options.image, signal);
     const r = await this.call(signal, (id) => native.embedImage(id, decoded!, () => {}));
-    return { data: r.data, shape: [r.tokens, r.embeddingSize], id: decoded!.id, encodeMs: r.encodeMs };
+    return {
+      data: r.data,
+      shape: [r.tokens, r.embeddingSize],
+      id: decoded!.id,
+      encodeMs: r.encodeMs,
+      cached: r.chunks > 0 && r.imageCacheHits === r.chunks,
+    };
   }
 
   /**
@@ -444,6 +477,21 @@ export class MultimodalLM implements AsyncDisposable {
   formatChat(messages: ChatMessage[]): string {
     const native = this.loadedNative();
     return this.render(native, parseMessages(messages).messages);
+  }
+
+  /** Cumulative cache and request counters; cheap to read, also while a request runs. */
+  get stats(): ModelStats {
+    const { requests, reusedPositions, evaluatedPositions, imageCache } = this.loadedNative().stats();
+    return { requests, prefix: { reusedPositions, evaluatedPositions }, imageCache };
+  }
+
+  /**
+   * Empties the image embedding cache and the KV cache, so the next request encodes and
+   * evaluates everything. Runs in order with the other requests.
+   */
+  async clearCaches(): Promise<void> {
+    const native = this.loadedNative();
+    await this.call(undefined, (id) => native.clearCaches(id, () => {}));
   }
 
   /**
@@ -649,6 +697,14 @@ export class MultimodalLM implements AsyncDisposable {
         promptTokensPerSecond: prefillOnly,
         generationTokensPerSecond: r.generationMs > 0 ? r.completionTokens / (r.generationMs / 1000) : 0,
         totalMs: performance.now() - started,
+      },
+      cache: {
+        reusedPositions: r.reusedPositions,
+        reusedTokens: r.reusedTokens,
+        evaluatedPositions: r.evaluatedPositions,
+        imageCacheHits: r.imageCacheHits,
+        imageCacheMisses: r.imageCacheMisses,
+        encodedChunks: r.encodedChunks,
       },
     };
   }

@@ -59,6 +59,9 @@ export interface NativeLoadOptions {
   imageMinTokens: number;
   imageMaxTokens: number;
   warmup: boolean;
+  /** Bound of the image embedding cache in bytes; 0 disables it. */
+  imageCacheBytes: number;
+  reusePrefix: boolean;
 }
 
 export interface NativeModelInfo {
@@ -129,6 +132,12 @@ export interface NativeGenerateResult {
   generationMs: number;
   timeToFirstTokenMs: number;
   totalMs: number;
+  reusedPositions: number;
+  reusedTokens: number;
+  evaluatedPositions: number;
+  imageCacheHits: number;
+  imageCacheMisses: number;
+  encodedChunks: number;
 }
 
 export interface NativeEmbedResult {
@@ -136,7 +145,15 @@ export interface NativeEmbedResult {
   tokens: number;
   embeddingSize: number;
   chunks: number;
+  imageCacheHits: number;
   encodeMs: number;
+}
+
+export interface NativeStats {
+  requests: number;
+  reusedPositions: number;
+  evaluatedPositions: number;
+  imageCache: { hits: number; misses: number; evictions: number; entries: number; bytes: number; capacityBytes: number };
 }
 
 export interface NativeTokenCount {
@@ -167,6 +184,10 @@ export interface NativeModel {
   generate(id: number, request: NativeGenerateRequest, onPiece: (piece: string) => void): Promise<NativeGenerateResult>;
   embedImage(id: number, media: NativeMedia, unused: () => void): Promise<NativeEmbedResult>;
   countTokens(id: number, prompt: string, media: NativeMediaSizeItem[], addSpecial: boolean, unused: () => void): Promise<NativeTokenCount>;
+  /** Empties the image cache and the KV cache (queued like a request). */
+  clearCaches(id: number, unused: () => void): Promise<void>;
+  /** Synchronous; safe while a request runs. */
+  stats(): NativeStats;
   cancel(id: number): void;
   formatChat(messages: NativeChatMessage[], addGenerationPrompt: boolean): string;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Uint32Array;

@@ -43,6 +43,18 @@ export interface LoadOptions {
   chatTemplate?: string;
   /** Run llama.cpp's warm-up passes at load (allocates compute buffers up front). Default true. */
   warmup?: boolean;
+  /**
+   * Bound, in bytes, of the image embedding cache: projector outputs kept by image content, so
+   * an image sent again is not encoded again. Least recently used entries go first. 0 disables
+   * it. Default 128 MiB.
+   */
+  imageCacheBytes?: number;
+  /**
+   * Keep the KV cache between requests and evaluate only the part of a prompt that differs from
+   * what it holds (text compared by token, images by content). A chat that adds a turn after an
+   * image does not evaluate the image again. Default true.
+   */
+  reusePrefix?: boolean;
   /** Defaults for every image this model reads (pixel limit, pixel budget, download limits). */
   image?: Omit<ImageOptions, "signal">;
   /** Defaults for every video this model reads (sampling, frame budget, ffmpeg path, limits, timestamps). */
@@ -70,6 +82,8 @@ const LOAD_KEYS = [
   "imageMaxTokens",
   "chatTemplate",
   "warmup",
+  "imageCacheBytes",
+  "reusePrefix",
   "image",
   "video",
   "logLevel",
@@ -77,6 +91,9 @@ const LOAD_KEYS = [
   "onProgress",
   "signal",
 ] as const;
+
+/** Default bound of the image embedding cache: 128 MiB. */
+export const DEFAULT_IMAGE_CACHE_BYTES = 128 * 1024 * 1024;
 
 const LOG_LEVELS: Record<LogLevel, number> = { none: 0, debug: 1, info: 2, warn: 3, error: 4 };
 export const LOG_LEVEL_NAMES: Record<number, Exclude<LogLevel, "none">> = { 1: "debug", 2: "info", 3: "warn", 4: "error" };
@@ -152,6 +169,8 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
       imageMinTokens,
       imageMaxTokens,
       warmup: optionalBoolean("warmup", o.warmup, true),
+      imageCacheBytes: optionalInteger("imageCacheBytes", o.imageCacheBytes, 0, Number.MAX_SAFE_INTEGER, DEFAULT_IMAGE_CACHE_BYTES),
+      reusePrefix: optionalBoolean("reusePrefix", o.reusePrefix, true),
     },
     logLevel: LOG_LEVELS[logLevelName as LogLevel],
     logger: o.logger as Logger | undefined,

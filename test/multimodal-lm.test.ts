@@ -170,6 +170,8 @@ describe("MultimodalLM on qwen2vl-tiny", () => {
     const images = Array.from({ length: 8 }, (_, i) => ({ data: testPattern(560, 560, 20 + i), width: 560, height: 560 }));
     const full = await lm.generate({ prompt: "Compare.", images, ...greedy, maxTokens: 1 });
     expect(full.timings.encodeMs).toBeGreaterThan(250);
+    // Without this the images would come from the caches, and there would be no prefill to abort.
+    await lm.clearCaches();
 
     const controller = new AbortController();
     const started = performance.now();
