@@ -115,7 +115,7 @@ describe("help and version", () => {
   });
 
   const sampling = ["--max-tokens", "--temperature", "--top-k", "--top-p", "--seed"];
-  const load = ["--mmproj", "--ctx-size", "--threads", "--gpu-layers"];
+  const load = ["--mmproj", "--ctx-size", "--threads", "--gpu-layers", "--image-cache-mb", "--no-reuse-prefix"];
   const video = ["--fps", "--max-frames", "--num-frames"];
   it.each([
     ["describe", ["--model", "MULTIMODAL_LM_MODEL", "--prompt", "--json", "--verbose", ...load, ...sampling, ...video]],
@@ -242,6 +242,7 @@ describe("describe", () => {
     expect((await cli(["describe", PNG, "-m", files.model, "--max-tokens", "1.5"])).stderr).toMatch(/^error: --max-tokens expects an integer of at least 0, got "1.5"/);
     expect((await cli(["describe", PNG, "-m", files.model, "--gpu-layers", "lots"])).stderr).toMatch(/^error: --gpu-layers expects an integer of at least 0 or "auto"/);
     expect((await cli(["describe", PNG, "-m", files.model, "--top-p", "2"])).stderr).toMatch(/^error: --top-p expects a number from 0 to 1, got "2"/);
+    expect((await cli(["describe", PNG, "-m", files.model, "--image-cache-mb", "-1"])).stderr).toMatch(/^error: --image-cache-mb expects a number of at least 0, got "-1"/);
     const noModel = await cli(["describe", PNG]);
     expect(noModel.code).toBe(1);
     expect(noModel.stderr).toMatch(/required option '-m, --model <gguf>' not specified/);
@@ -400,6 +401,25 @@ describe("serve", () => {
     expect(await stop(served, "SIGINT")).toBeLessThan(5000);
     expect(served.stderr()).toMatch(/^GET \/v1\/models 401 \d+ms E_UNAUTHORIZED$/m);
     expect(served.stderr()).not.toContain("note:");
+  });
+
+  it("--no-reuse-prefix evaluates every prompt in full; by default a repeated prompt is served from the KV cache", async () => {
+    const ask = async (url: string) => {
+      const response = await fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        body: JSON.stringify({ messages: [{ role: "user", content: "Say something." }], temperature: 0, max_tokens: 2 }),
+      });
+      return ((await response.json()) as { usage: { prompt_tokens: number; prompt_tokens_details: { cached_tokens: number } } }).usage;
+    };
+    const plain = await serve(["--no-reuse-prefix", "--image-cache-mb", "0"]);
+    await ask(plain.url);
+    expect((await ask(plain.url)).prompt_tokens_details.cached_tokens).toBe(0);
+    await stop(plain);
+    const reusing = await serve([]);
+    await ask(reusing.url);
+    const again = await ask(reusing.url);
+    expect(again.prompt_tokens_details.cached_tokens).toBe(again.prompt_tokens - 1);
+    await stop(reusing);
   });
 
   it("warns when listening beyond loopback without an API key", async () => {

@@ -434,6 +434,17 @@ describe("parity and streaming", () => {
     expect(chunks.slice(0, -1).every((c) => c.usage === null && c.object === "chat.completion.chunk" && c.id === last.id)).toBe(true);
   });
 
+  it("reports the prompt tokens reused from the KV cache as usage.prompt_tokens_details.cached_tokens", async () => {
+    const turn1 = [{ role: "user", content: [{ type: "image_url", image_url: { url: `${MEDIA}/image.jpg` } }, { type: "text", text: "What is it?" }] }];
+    const first = await create({ model: modelName, messages: turn1, temperature: 0, max_tokens: 8 } as Body);
+    const turn2 = [...turn1, { role: "assistant", content: first.choices[0]!.message.content }, { role: "user", content: "And then?" }];
+    const second = await create({ model: modelName, messages: turn2, temperature: 0, max_tokens: 8 } as Body);
+    const cached = second.usage!.prompt_tokens_details!.cached_tokens!;
+    // At least the whole first prompt, image included; not the new question.
+    expect(cached).toBeGreaterThanOrEqual(first.usage!.prompt_tokens);
+    expect(cached).toBeLessThan(second.usage!.prompt_tokens);
+  });
+
   it("streams without usage unless asked, and ends with [DONE]", async () => {
     const response = await fetch(`${server.url}/v1/chat/completions`, {
       method: "POST",

@@ -62,6 +62,8 @@ export interface LoadFlags {
   ctxSize?: number;
   threads?: number;
   gpuLayers?: number | "auto";
+  imageCacheMb?: number;
+  reusePrefix?: boolean;
 }
 
 export interface SamplingFlags {
@@ -90,6 +92,8 @@ export function addLoadOptions(command: Command): Command {
   addNumberOption(command, "--ctx-size <n>", "context window in tokens (default: the model's, at most 8192)", { integer: true, min: 16 });
   addNumberOption(command, "--threads <n>", "CPU threads (default: the physical cores)", { integer: true, min: 1 });
   addNumberOption(command, "--gpu-layers <n|auto>", 'text-model layers to offload to the GPU (default: "auto", all)', { integer: true, min: 0, words: ["auto"] });
+  addNumberOption(command, "--image-cache-mb <n>", "bound of the image embedding cache in MiB; 0 turns it off (default: 128)", { min: 0 });
+  command.option("--no-reuse-prefix", "evaluate every prompt from the start instead of reusing what the KV cache holds");
   return command;
 }
 
@@ -115,7 +119,13 @@ function defined<T extends object>(object: T): T {
 }
 
 export function loadOptionsFrom(flags: LoadFlags): Omit<LoadOptions, "model" | "mmproj"> {
-  return defined({ contextSize: flags.ctxSize, threads: flags.threads, gpuLayers: flags.gpuLayers });
+  return defined({
+    contextSize: flags.ctxSize,
+    threads: flags.threads,
+    gpuLayers: flags.gpuLayers,
+    imageCacheBytes: flags.imageCacheMb === undefined ? undefined : Math.round(flags.imageCacheMb * 1024 * 1024),
+    reusePrefix: flags.reusePrefix,
+  });
 }
 
 export function samplingFrom(flags: SamplingFlags): SamplingOptions {

@@ -22,6 +22,8 @@ function usageOf(result: GenerateResult) {
     prompt_tokens: result.usage.promptTokens,
     completion_tokens: result.usage.completionTokens,
     total_tokens: result.usage.totalTokens,
+    // Prompt tokens found in the KV cache from an earlier request (prefix reuse).
+    prompt_tokens_details: { cached_tokens: result.cache.reusedTokens },
   };
 }
 
