@@ -320,8 +320,10 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress) {
     info.vision = mtmd_support_vision(state->mtmd.get());
     info.audio = mtmd_support_audio(state->mtmd.get());
     info.mrope = mtmd_decode_use_mrope(state->mtmd.get());
-    if (info.vision) {
-        // Whether two mergeable frames become one chunk: tokenize two small placeholders.
+    // Whether two mergeable frames become one chunk: tokenize two small placeholders. Only
+    // M-RoPE projectors (Qwen-VL) merge frames, and only they need the probe: on tiling models
+    // (SmolVLM upscales even a 64x64 image into 13 tiles) it would cost a hundred MB at load.
+    if (info.vision && info.mrope) {
         MediaItem pair;
         for (int i = 0; i < 2; ++i) {
             Media frame;

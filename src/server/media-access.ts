@@ -11,7 +11,7 @@ import path from "node:path";
 import { domainToASCII, fileURLToPath } from "node:url";
 
 import ipaddr from "ipaddr.js";
-import { Agent } from "undici";
+import type { Agent } from "undici";
 
 import { AbortError, FileNotFoundError, MediaNotAllowedError, MultimodalLMError, StateError } from "../errors.js";
 import { DEFAULT_FETCH_MAX_REDIRECTS, DEFAULT_FETCH_TIMEOUT_MS, fetchBytes } from "../media/fetch.js";
@@ -75,7 +75,8 @@ export class MediaAccess {
   readonly #maxVideoBytes: number;
   readonly #maxRedirects: number;
   readonly #lookup: LookupFunction;
-  #agent: Agent | undefined;
+  // undici is loaded on the first download: it costs about 20 MB of memory, and many servers never fetch.
+  #agent: Promise<Agent> | undefined;
   #closed = false;
 
   constructor(options: MediaAccessOptions = {}) {
@@ -142,7 +143,7 @@ export class MediaAccess {
     const agent = this.#agent;
     this.#agent = undefined;
     // destroy, not close: a download still running would otherwise hold shutdown for up to timeoutMs.
-    await agent?.destroy();
+    await (await agent)?.destroy();
   }
 
   async #resolveLocal(file: string, ref: string, kind: "image" | "video", signal: AbortSignal | undefined): Promise<Buffer | string> {
@@ -188,9 +189,9 @@ export class MediaAccess {
     this.#checkRemote(url, false);
     let hops = 0;
     const checkUrl = (target: URL): void => this.#checkRemote(target, hops++ > 0);
-    this.#agent ??= new Agent({ connect: { lookup: this.#vettedLookup } });
+    this.#agent ??= import("undici").then(({ Agent }) => new Agent({ connect: { lookup: this.#vettedLookup } }));
     const { bytes } = await fetchBytes(url, {
-      dispatcher: this.#agent,
+      dispatcher: await this.#agent,
       checkUrl,
       signal,
       timeoutMs: this.#timeoutMs,
