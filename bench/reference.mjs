@@ -1,0 +1,147 @@
+// The reference side: llama-mtmd-cli built from the same vendored llama.cpp, timed from its own
+// log. With --log-jsonl --log-timestamps every log entry is one JSON line
+// {"type":"log","time":<µs since start>,"level":...,"msg":...}, and every generated token is
+// printed as its own entry of level "none", so the times need no output parsing heuristics.
+import { spawnMeasured } from "./spawn.mjs";
+
+// Logged once the model, the projector and the warm-up are done: the end of loading.
+const LOAD_DONE = "WARN: This is an experimental CLI";
+const ENCODE_START = "encoding mtmd batch";
+const ENCODE_DONE = "mtmd batch encoding done";
+const CHAT_PROMPT = "\n> ";
+// llama.cpp's logger is asynchronous and not flushed at exit: a run can lose its last entries.
+const ATTEMPTS = 3;
+
+function commonArgs(s) {
+  return [
+    ["-m", s.model, "--mmproj", s.mmproj, "-n", s.tokens, "--temp", 0, "-t", s.threads, "-c", s.contextSize, "-b", s.batchSize],
+    ["--jinja", "--ignore-eos", "--log-jsonl", "--log-timestamps"],
+  ]
+    .flat()
+    .map(String);
+}
+
+/** The log entries of a run's output, in time order. */
+function logEntries(...outputs) {
+  const entries = [];
+  for (const line of outputs.join("\n").split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const entry = JSON.parse(line);
+      if (entry.type === "log") entries.push(entry);
+    } catch {
+      // a line cut short at exit
+    }
+  }
+  return entries.sort((a, b) => a.time - b.time);
+}
+
+const ms = (fromUs, toUs) => (toUs - fromUs) / 1000;
+
+/**
+ * Single-turn run with an image. After loading: image load and tokenization, then one
+ * "encoding ... / done" pair per encoded batch with the decodes of text and embeddings in
+ * between, a "\n" when the prompt is evaluated, one entry per token, and "\n\n" at the end.
+ * Returns undefined when the log came out incomplete.
+ */
+function describeTimings(entries, n) {
+  const load = entries.find((e) => e.msg.startsWith(LOAD_DONE));
+  if (!load) return undefined;
+  let encodeMs = 0;
+  let firstEncode;
+  let encoding;
+  let lastEncodeDone = load.time;
+  for (const e of entries) {
+    if (e.msg.startsWith(ENCODE_START)) {
+      encoding = e.time;
+      firstEncode ??= e.time;
+    } else if (e.msg.startsWith(ENCODE_DONE) && encoding !== undefined) {
+      encodeMs += ms(encoding, e.time);
+      lastEncodeDone = e.time;
+      encoding = undefined;
+    }
+  }
+  const printed = entries.filter((e) => e.level === "none" && e.time >= lastEncodeDone);
+  if (firstEncode === undefined || printed.length < n + 2 || printed[0].msg !== "\n" || printed[n + 1].msg !== "\n\n") return undefined;
+  const [evaluated, ...rest] = printed;
+  const tokens = rest.slice(0, n);
+  return {
+    loadMs: load.time / 1000,
+    encodeMs,
+    // Decoding from the first encode on (text chunks and image embeddings), minus the encodes.
+    promptEvalMs: ms(firstEncode, evaluated.time) - encodeMs,
+    ttftMs: ms(load.time, tokens[0].time),
+    genTokens: n,
+    genSpanMs: ms(tokens[0].time, tokens[n - 1].time),
+    e2eMs: ms(load.time, printed[n + 1].time),
+    text: tokens.map((e) => e.msg).join(""),
+  };
+}
+
+/**
+ * Chat-mode run without images: "\n> " when it waits for input (the prompt is already in
+ * the pipe, so it reads it at once), "\n" when the prompt is evaluated, one entry per token,
+ * then "\n> " again.
+ */
+function textTimings(entries, n) {
+  const load = entries.find((e) => e.msg.startsWith(LOAD_DONE));
+  const prompts = entries.filter((e) => e.level === "none" && e.msg === CHAT_PROMPT);
+  if (!load || prompts.length < 2) return undefined;
+  const [asked, answered] = prompts;
+  const printed = entries.filter((e) => e.level === "none" && e.time > asked.time && e.time < answered.time);
+  if (printed.length !== n + 1 || printed[0].msg !== "\n") return undefined;
+  const [evaluated, ...tokens] = printed;
+  return {
+    loadMs: load.time / 1000,
+    encodeMs: 0,
+    // Includes applying the chat template and tokenizing, which take well under a millisecond.
+    promptEvalMs: ms(asked.time, evaluated.time),
+    ttftMs: ms(asked.time, tokens[0].time),
+    genTokens: n,
+    genSpanMs: ms(tokens[0].time, tokens[n - 1].time),
+    e2eMs: ms(asked.time, answered.time),
+    text: tokens.map((e) => e.msg).join(""),
+  };
+}
+
+async function runUntilComplete(what, cli, args, timings, s, spawnOptions = () => ({})) {
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    const r = await spawnMeasured(cli, args, spawnOptions());
+    if (r.code !== 0) {
+      throw new Error(`llama-mtmd-cli (${what}) exited with ${r.code ?? r.signal}:\n${(r.stderr || r.stdout).trim().slice(-3000)}`);
+    }
+    const t = timings(logEntries(r.stdout, r.stderr), s.tokens);
+    if (t) return { ...t, attempts: attempt, peakRssBytes: r.peakRssBytes };
+  }
+  throw new Error(
+    `llama-mtmd-cli (${what}) printed an incomplete log ${ATTEMPTS} times in a row (its logger is not flushed at exit); ` +
+      "run the bench again, and if it keeps happening, run the command by hand with --log-jsonl --log-timestamps",
+  );
+}
+
+/** `llama-mtmd-cli --image IMAGE -p PROMPT`: single turn with an image. */
+export function referenceDescribe(cli, s) {
+  const args = [...commonArgs(s), "--image", s.image, "-p", s.prompts.describe];
+  return runUntilComplete("describe", cli, args, describeTimings, s);
+}
+
+/**
+ * Text only: without --image, llama-mtmd-cli answers in its chat mode, so the prompt goes in
+ * on stdin and /quit follows once the second "\n> " shows that the answer is complete. stdin
+ * stays open until then: at the end of its input, chat mode spins on an empty read.
+ */
+export function referenceText(cli, s) {
+  return runUntilComplete("text", cli, commonArgs(s), textTimings, s, () => {
+    let output = "";
+    let quit = false;
+    return {
+      input: `${s.prompts.text}\n`,
+      onStdout: (chunk, child) => {
+        output += chunk;
+        if (quit || logEntries(output).filter((e) => e.level === "none" && e.msg === CHAT_PROMPT).length < 2) return;
+        quit = true;
+        child.stdin.end("/quit\n");
+      },
+    };
+  });
+}

@@ -1,0 +1,106 @@
+// From raw runs to medians, ratios, markdown tables and target verdicts.
+// Every side's run has the same fields (see README.md for how each side measures them).
+
+const MIB = 1024 * 1024;
+
+export const METRICS = [
+  { key: "loadMs", label: "model load (ms)", better: "lower", get: (r) => r.loadMs },
+  { key: "encodeMs", label: "image encode (ms)", better: "lower", get: (r) => r.encodeMs },
+  { key: "promptTps", label: "prompt eval (tok/s)", better: "higher", get: (r) => (r.promptEvalMs > 0 ? (r.promptTokens / r.promptEvalMs) * 1000 : null) },
+  { key: "genTps", label: "generation (tok/s)", better: "higher", get: (r) => (r.genSpanMs > 0 ? ((r.genTokens - 1) / r.genSpanMs) * 1000 : null) },
+  { key: "ttftMs", label: "time to first token (ms)", better: "lower", get: (r) => r.ttftMs },
+  { key: "e2eMs", label: "end-to-end after load (ms)", better: "lower", get: (r) => r.e2eMs },
+  { key: "peakRssMiB", label: "peak RSS (MiB)", better: "lower", get: (r) => (r.peakRssBytes == null ? null : r.peakRssBytes / MIB) },
+];
+
+export function median(values) {
+  const xs = values.filter((v) => typeof v === "number" && Number.isFinite(v)).sort((a, b) => a - b);
+  if (xs.length === 0) return null;
+  const mid = Math.floor(xs.length / 2);
+  return xs.length % 2 ? xs[mid] : (xs[mid - 1] + xs[mid]) / 2;
+}
+
+/** { metricKey: median } over the runs of one side. */
+export function medians(runs) {
+  return Object.fromEntries(METRICS.map((m) => [m.key, median(runs.map(m.get))]));
+}
+
+export const ratio = (a, b) => (a == null || b == null || b === 0 ? null : a / b);
+
+function fmt(value, digits) {
+  if (value == null) return "n/a";
+  if (digits !== undefined) return value.toFixed(digits);
+  return Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(1);
+}
+
+function table(header, rows) {
+  const align = header.map((_, i) => (i === 0 ? "---" : "---:"));
+  return [header, align, ...rows].map((cells) => `| ${cells.join(" | ")} |`).join("\n");
+}
+
+const betterNote = (m) => (m.better === "higher" ? "≥ 1 is better" : "≤ 1 is better");
+
+/**
+ * A side-by-side table. `sides` are [{ name, medians }], ours last; the ratios are ours over
+ * each of the sides named in `against`.
+ */
+export function sideBySide(sides, against, { skip = [] } = {}) {
+  const ours = sides.at(-1);
+  const header = ["metric", ...sides.map((s) => s.name), ...against.map((a) => `ours / ${a}`), "better"];
+  const rows = METRICS.filter((m) => !skip.includes(m.key)).map((m) => [
+    m.label,
+    ...sides.map((s) => fmt(s.medians[m.key])),
+    ...against.map((a) => fmt(ratio(ours.medians[m.key], sides.find((s) => s.name === a).medians[m.key]), 3)),
+    betterNote(m),
+  ]);
+  return table(header, rows);
+}
+
+function formatCache(cache) {
+  if (!cache) return "n/a";
+  return (
+    `reused ${cache.reusedPositions} / evaluated ${cache.evaluatedPositions} positions; ` +
+    `image cache ${cache.imageCacheHits} hit, ${cache.imageCacheMisses} miss; ${cache.encodedChunks} chunks encoded`
+  );
+}
+
+/** Two-request runs (repeat, chat): TTFT of each request and the ratio, medians over rounds. */
+export function twoRequestSummary(runs) {
+  const ttft1 = median(runs.map((r) => r.requests[0].ttftMs));
+  const ttft2 = median(runs.map((r) => r.requests[1].ttftMs));
+  return {
+    ttft1Ms: ttft1,
+    ttft2Ms: ttft2,
+    ratio: median(runs.map((r) => r.requests[1].ttftMs / r.requests[0].ttftMs)),
+    // The cache numbers do not change from round to round: show the first round's.
+    cache: runs[0].requests.map((q) => q.cache ?? null),
+  };
+}
+
+export function twoRequestTable(rows) {
+  return table(
+    ["run", "TTFT 1 (ms)", "TTFT 2 (ms)", "TTFT 2 / TTFT 1", "target", "request 1 cache", "request 2 cache"],
+    rows.map(({ name, summary, target }) => [
+      name,
+      fmt(summary.ttft1Ms),
+      fmt(summary.ttft2Ms),
+      fmt(summary.ratio, 3),
+      `≤ ${target}`,
+      formatCache(summary.cache[0]),
+      formatCache(summary.cache[1]),
+    ]),
+  );
+}
+
+/** One target: PASS/MISS with the measured value, or null when its scenario did not run. */
+export function target(name, value, op, limit, unit = "×") {
+  if (value == null) return { name, value: null, limit, op, verdict: "n/a" };
+  const pass = op === "<=" ? value <= limit : value >= limit;
+  return { name, value, limit, op, verdict: pass ? "PASS" : "MISS", unit };
+}
+
+export function targetLine(t) {
+  const want = `${t.op === "<=" ? "≤" : "≥"} ${t.limit}${t.unit === "×" ? "×" : ` ${t.unit}`}`;
+  const got = t.value == null ? "not measured" : `${t.value.toFixed(3)}${t.unit === "×" ? "×" : ` ${t.unit}`}`;
+  return `${t.verdict.padEnd(4)} ${t.name}: ${got} (target ${want})`;
+}
