@@ -36,7 +36,6 @@ const e2eMs = performance.now() - t0;
 process.stdout.write(
   `${JSON.stringify({
     loadMs,
-    promptEvalMs: firstMs,
     promptTokens: job.promptTokens.length,
     ttftMs: firstMs,
     genTokens: generated.length,

@@ -25,7 +25,6 @@ async function timed(start) {
   return {
     imageLoadMs: timings.imageLoadMs,
     encodeMs: timings.encodeMs,
-    promptEvalMs: timings.promptMs - timings.encodeMs,
     promptTokens: usage.promptTokens,
     ttftMs: firstMs,
     genTokens: usage.completionTokens,

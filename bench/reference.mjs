@@ -63,13 +63,11 @@ function describeTimings(entries, n) {
   }
   const printed = entries.filter((e) => e.level === "none" && e.time >= lastEncodeDone);
   if (firstEncode === undefined || printed.length < n + 2 || printed[0].msg !== "\n" || printed[n + 1].msg !== "\n\n") return undefined;
-  const [evaluated, ...rest] = printed;
+  const [, ...rest] = printed; // the first is the "\n" printed once the prompt is evaluated
   const tokens = rest.slice(0, n);
   return {
     loadMs: load.time / 1000,
     encodeMs,
-    // Decoding from the first encode on (text chunks and image embeddings), minus the encodes.
-    promptEvalMs: ms(firstEncode, evaluated.time) - encodeMs,
     ttftMs: ms(load.time, tokens[0].time),
     genTokens: n,
     genSpanMs: ms(tokens[0].time, tokens[n - 1].time),
@@ -90,12 +88,11 @@ function textTimings(entries, n) {
   const [asked, answered] = prompts;
   const printed = entries.filter((e) => e.level === "none" && e.time > asked.time && e.time < answered.time);
   if (printed.length !== n + 1 || printed[0].msg !== "\n") return undefined;
-  const [evaluated, ...tokens] = printed;
+  const [, ...tokens] = printed; // the first is the "\n" printed once the prompt is evaluated
   return {
     loadMs: load.time / 1000,
     encodeMs: 0,
     // Includes applying the chat template and tokenizing, which take well under a millisecond.
-    promptEvalMs: ms(asked.time, evaluated.time),
     ttftMs: ms(asked.time, tokens[0].time),
     genTokens: n,
     genSpanMs: ms(tokens[0].time, tokens[n - 1].time),
