@@ -369,7 +369,7 @@ void Engine::unload() {
 }
 
 void Engine::clearCaches() {
-    imageCache_.reset(imageCache_.stats().capacityBytes);
+    imageCache_.clear();
     if (!state_) return;
     state_->kv.clear();
     llama_memory_clear(llama_get_memory(state_->ctx), true);

@@ -28,11 +28,17 @@ class ImageCache {
 
     // Empties the cache and sets its bound (0: disabled). Counters are kept.
     void reset(size_t capacityBytes) {
+        clear();
+        std::lock_guard<std::mutex> lock(mutex_);
+        capacity_ = capacityBytes;
+    }
+
+    // Empties the cache; the bound and the counters stay.
+    void clear() {
         std::lock_guard<std::mutex> lock(mutex_);
         lru_.clear();
         index_.clear();
         bytes_ = 0;
-        capacity_ = capacityBytes;
     }
 
     bool enabled() const {
