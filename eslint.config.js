@@ -7,6 +7,8 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   { languageOptions: { globals: globals.node } },
+  // The chat page's script runs in the browser.
+  { files: ["src/web/**"], languageOptions: { globals: globals.browser } },
   {
     rules: {
       // `for await (const _ of stream)` and `await using _lm = ...` name values on purpose.

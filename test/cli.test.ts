@@ -364,6 +364,10 @@ describe("serve", () => {
     const models = (await (await fetch(`${served.url}/v1/models`)).json()) as { data: Array<{ id: string }> };
     expect(models.data.map((m) => m.id)).toEqual(["qwen2vl-tiny"]);
     expect((await fetch(`${served.url}/health`)).status).toBe(200);
+    const page = await fetch(`${served.url}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    expect(await page.text()).toContain("<title>multimodal-lm</title>");
 
     const messages: ChatMessage[] = [{ role: "user", content: "Say something." }];
     const expected = await lm.chat({ messages, temperature: 0, maxTokens: 8 });
@@ -390,14 +394,20 @@ describe("serve", () => {
     expect(log).not.toContain("warning");
   });
 
-  it("takes the API key from MULTIMODAL_LM_API_KEY and the name from --model-name; exits 0 on SIGINT", async () => {
-    const served = await serve(["--model-name", "tiny", "--allowed-local-media-path", tmp, "--allowed-media-domains", "a.example,b.example"], {
+  it("takes the API key from MULTIMODAL_LM_API_KEY and the name from --model-name; --no-ui; exits 0 on SIGINT", async () => {
+    const served = await serve(["--model-name", "tiny", "--no-ui", "--allowed-local-media-path", tmp, "--allowed-media-domains", "a.example,b.example"], {
       MULTIMODAL_LM_API_KEY: "sekret",
     });
     expect(served.name).toBe("tiny");
     expect((await fetch(`${served.url}/v1/models`)).status).toBe(401);
     const models = (await (await fetch(`${served.url}/v1/models`, { headers: { authorization: "Bearer sekret" } })).json()) as { data: Array<{ id: string }> };
     expect(models.data.map((m) => m.id)).toEqual(["tiny"]);
+    // No chat page: "/" is an unknown path, whose 404 lists what is served.
+    const page = await fetch(`${served.url}/`);
+    expect(page.status).toBe(404);
+    expect(((await page.json()) as { error: { message: string } }).error.message).toBe(
+      "No endpoint GET /. This server serves POST /v1/chat/completions, GET /v1/models and GET /health.",
+    );
     expect(await stop(served, "SIGINT")).toBeLessThan(5000);
     expect(served.stderr()).toMatch(/^GET \/v1\/models 401 \d+ms E_UNAUTHORIZED$/m);
     expect(served.stderr()).not.toContain("note:");

@@ -25,11 +25,12 @@ interface ServeFlags extends LoadFlags {
   allowedPrivateNetworks?: string[];
   maxBodyMb: number;
   maxQueue: number;
+  ui: boolean;
 }
 
 export function serveCommand(): Command {
   const command = new Command("serve")
-    .description("serve the model with the OpenAI API (/v1/chat/completions, /v1/models, /health)")
+    .description("serve the model with the OpenAI API (/v1/chat/completions, /v1/models, /health) and a web chat page at /")
     .argument("<model.gguf>", "text model GGUF file");
   addLoadOptions(command);
   command.option("--host <host>", "interface to listen on; 0.0.0.0 for every interface", "127.0.0.1");
@@ -44,6 +45,7 @@ export function serveCommand(): Command {
   addNumberOption(command, "--max-body-mb <n>", "largest request body, in MiB", { positive: true }, 64);
   addNumberOption(command, "--max-queue <n>", "requests that may wait behind the running one; more get 429", { integer: true, min: 0 }, 16);
   command
+    .option("--no-ui", "do not serve the web chat page at /")
     .addHelpText("after", "\nExample:\n  multimodal-lm serve model.gguf --port 8080 --allowed-local-media-path ./media")
     .action((model: string, flags: ServeFlags) => serve(model, flags));
   return command;
@@ -88,6 +90,7 @@ async function serve(model: string, flags: ServeFlags): Promise<void> {
       ...(flags.allowedPrivateNetworks !== undefined ? { allowedPrivateNetworks: flags.allowedPrivateNetworks } : {}),
       maxBodyBytes: Math.round(flags.maxBodyMb * 1024 * 1024),
       maxQueue: flags.maxQueue,
+      ui: flags.ui,
       onRequest: (log) => {
         process.stderr.write(`${accessLogLine(log)}\n`);
         // Clients get a generic message for internal errors; the details belong in the log.
@@ -107,6 +110,7 @@ async function serve(model: string, flags: ServeFlags): Promise<void> {
       const server = await startServer(lm, options);
       try {
         process.stdout.write(`multimodal-lm: serving ${modelName} at ${server.url}/v1\n`);
+        if (flags.ui) process.stdout.write(`multimodal-lm: chat page at ${server.url}/\n`);
         if (!flags.apiKey && !isLoopback(flags.host)) {
           process.stderr.write(
             `warning: listening on ${flags.host} without an API key: anyone who can reach this machine can use the model. ` +

@@ -9,6 +9,7 @@ import { safeDecode } from "../media/fetch.js";
 import type { MultimodalLM } from "../multimodal-lm.js";
 import { invalidParameter, is, optionalInteger, rejectUnknownKeys } from "../validate.js";
 import { runChatCompletion, type CompletionOutcome } from "./chat-completions.js";
+import { serveChatPage } from "./chat-page.js";
 import { parseChatCompletionRequest } from "./chat-request.js";
 import { HttpError, toHttpFailure } from "./http-errors.js";
 import { MEDIA_ACCESS_OPTION_KEYS, MediaAccess } from "./media-access.js";
@@ -43,7 +44,7 @@ export interface OpenAIHandler {
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_QUEUE = 16;
 
-const OPTION_KEYS = ["modelName", "apiKey", "maxBodyBytes", "maxQueue", "onRequest", ...MEDIA_ACCESS_OPTION_KEYS] as const;
+const OPTION_KEYS = ["modelName", "apiKey", "maxBodyBytes", "maxQueue", "onRequest", "ui", ...MEDIA_ACCESS_OPTION_KEYS] as const;
 
 function digest(value: string): Buffer {
   return createHash("sha256").update(value).digest();
@@ -106,22 +107,25 @@ interface ResolvedHandlerOptions {
   onRequest: ((log: RequestLog) => void) | undefined;
   maxBodyBytes: number;
   maxQueue: number;
+  ui: boolean;
   access: MediaAccess;
 }
 
 function resolveHandlerOptions(options: unknown): ResolvedHandlerOptions {
   if (!is.object(options)) throw invalidParameter("options", "an object", options);
   rejectUnknownKeys("createOpenAIHandler()", options, OPTION_KEYS);
-  const { modelName, apiKey, onRequest, maxBodyBytes, maxQueue, ...mediaOptions } = options;
+  const { modelName, apiKey, onRequest, maxBodyBytes, maxQueue, ui, ...mediaOptions } = options;
   if (modelName !== undefined && (!is.string(modelName) || modelName.length === 0)) throw invalidParameter("modelName", "a non-empty string", modelName);
   if (apiKey !== undefined && (!is.string(apiKey) || apiKey.length === 0)) throw invalidParameter("apiKey", "a non-empty string", apiKey);
   if (onRequest !== undefined && !is.fn(onRequest)) throw invalidParameter("onRequest", "a function (log) => void", onRequest);
+  if (ui !== undefined && !is.bool(ui)) throw invalidParameter("ui", "a boolean", ui);
   return {
     modelName: modelName as string | undefined,
     apiKey: apiKey as string | undefined,
     onRequest: onRequest as ((log: RequestLog) => void) | undefined,
     maxBodyBytes: optionalInteger("maxBodyBytes", maxBodyBytes, 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_BODY_BYTES),
     maxQueue: optionalInteger("maxQueue", maxQueue, 0, 1_000_000, DEFAULT_MAX_QUEUE),
+    ui: ui ?? true,
     access: new MediaAccess(mediaOptions),
   };
 }
@@ -132,7 +136,7 @@ export async function checkHandlerOptions(options: OpenAIHandlerOptions): Promis
 }
 
 export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOptions = {}): OpenAIHandler {
-  const { modelName: givenName, apiKey, onRequest, maxBodyBytes, maxQueue, access } = resolveHandlerOptions(options);
+  const { modelName: givenName, apiKey, onRequest, maxBodyBytes, maxQueue, ui, access } = resolveHandlerOptions(options);
   const modelName = givenName ?? path.basename(lm.files.model).replace(/\.gguf$/i, "");
   const created = Math.floor(Date.now() / 1000);
   const keyDigest = apiKey === undefined ? undefined : digest(apiKey);
@@ -140,7 +144,16 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
   const running = new Set<{ controller: AbortController; done: Promise<void> }>();
   let closed = false;
 
-  const modelObject = { id: modelName, object: "model", created, owned_by: "multimodal-lm" };
+  // OpenAI's fields, then what the chat page (and any client) needs to know about the model.
+  const info = lm.info;
+  const modelObject = {
+    id: modelName,
+    object: "model",
+    created,
+    owned_by: "multimodal-lm",
+    capabilities: info.capabilities,
+    meta: { context_size: info.contextSize, train_context_size: info.trainContextSize, architecture: info.architecture, projector: info.projector },
+  };
 
   const authorized = (req: IncomingMessage): boolean => {
     if (!keyDigest) return true;
@@ -168,7 +181,8 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
     // The path as sent, without the query (not through URL: "//host/..." would lose its first segment).
     const route = (req.url ?? "/").split("?")[0]!.replace(/\/+$/, "") || "/";
     const isV1 = route === "/v1" || route.startsWith("/v1/");
-    const known = route === "/health" || route === "/v1/models" || route.startsWith("/v1/models/") || route === "/v1/chat/completions";
+    const page = ui && route === "/";
+    const known = page || route === "/health" || route === "/v1/models" || route.startsWith("/v1/models/") || route === "/v1/chat/completions";
     if (!known && next) {
       next();
       return;
@@ -201,10 +215,17 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
       if (isV1 && !authorized(req)) {
         throw new HttpError(401, "E_UNAUTHORIZED", "Missing or wrong API key. Send it as the header Authorization: Bearer <key> (the server's --api-key).");
       }
-      if (!known) throw new HttpError(404, "E_NOT_FOUND", `No endpoint ${req.method} ${route}. This server serves POST /v1/chat/completions, GET /v1/models and GET /health.`);
+      if (!known) {
+        const endpoints = `POST /v1/chat/completions, GET /v1/models${ui ? ", GET /health and the chat page at GET /" : " and GET /health"}`;
+        throw new HttpError(404, "E_NOT_FOUND", `No endpoint ${req.method} ${route}. This server serves ${endpoints}.`);
+      }
       const method = route === "/v1/chat/completions" ? "POST" : "GET";
       if (req.method !== method && !(method === "GET" && req.method === "HEAD")) {
         throw new HttpError(405, "E_METHOD_NOT_ALLOWED", `${route} takes ${method}, not ${req.method}.`);
+      }
+      if (page) {
+        await serveChatPage(req, res, { maxBodyBytes, apiKeyRequired: keyDigest !== undefined });
+        return;
       }
       if (route === "/health") {
         const up = !closed && lm.isLoaded;

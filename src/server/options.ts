@@ -31,6 +31,8 @@ export interface OpenAIHandlerOptions extends MediaAccessOptions {
   maxQueue?: number;
   /** Called after each request with its outcome. */
   onRequest?: (log: RequestLog) => void;
+  /** Serve the web chat page at `/` (of the mount path). Default true. */
+  ui?: boolean;
 }
 
 export interface ServeOptions extends OpenAIHandlerOptions {

@@ -1,0 +1,630 @@
+// The chat page's script. It talks only to this server's own OpenAI API (relative URLs, so the
+// page works under any mount path), keeps the conversation in memory, and sends media as data:
+// URLs. Compiled by tsconfig.web.json and inlined into lib/web/chat.html by scripts/build-web.mjs.
+
+interface PageConfig {
+  maxBodyBytes: number;
+  apiKeyRequired: boolean;
+  video: { fps: number; maxFrames: number; maxFramesLimit: number };
+}
+
+interface ModelObject {
+  id: string;
+  capabilities?: { vision: boolean; video: boolean; audio: boolean };
+  meta?: { context_size?: number; architecture?: string; projector?: string };
+}
+
+type Part = { type: "text"; text: string } | { type: "image_url"; image_url: { url: string } } | { type: "video_url"; video_url: { url: string } };
+
+interface Turn {
+  role: "system" | "user" | "assistant";
+  content: string | Part[];
+}
+
+type MediaKind = "image" | "video";
+
+interface Attachment {
+  kind: MediaKind;
+  name: string;
+  size: number;
+  /** Object URL for thumbnails; kept while the conversation shows it. */
+  preview: string;
+  dataUrl: Promise<string>;
+}
+
+interface Settings {
+  temperature: number;
+  maxTokens: number | null;
+  fps: number | null;
+  maxFrames: number | null;
+  system: string;
+  apiKey: string;
+}
+
+interface ServerErrorBody {
+  error?: { message?: string; code?: string; type?: string };
+}
+
+interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  prompt_tokens_details?: { cached_tokens?: number };
+}
+
+const SETTINGS_KEY = "multimodal-lm:settings";
+
+const config: PageConfig = JSON.parse(document.getElementById("config")?.textContent ?? "null") ?? {
+  maxBodyBytes: 64 * 1024 * 1024,
+  apiKeyRequired: false,
+  video: { fps: 2, maxFrames: 32, maxFramesLimit: 1024 },
+};
+
+// "/chat" and "/chat/" both serve the page; API paths are relative to the folder form.
+const base = location.pathname.endsWith("/") ? location.pathname : `${location.pathname}/`;
+const api = (path: string) => `${base}${path}`;
+
+function element<T extends HTMLElement>(id: string): T {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`The page has no #${id}`);
+  return found as T;
+}
+
+const ui = {
+  modelName: element<HTMLSpanElement>("model-name"),
+  capabilities: element<HTMLSpanElement>("capabilities"),
+  newChat: element<HTMLButtonElement>("new-chat"),
+  settingsToggle: element<HTMLButtonElement>("settings-toggle"),
+  settings: element<HTMLFormElement>("settings"),
+  temperature: element<HTMLInputElement>("set-temperature"),
+  maxTokens: element<HTMLInputElement>("set-max-tokens"),
+  fps: element<HTMLInputElement>("set-fps"),
+  maxFrames: element<HTMLInputElement>("set-max-frames"),
+  system: element<HTMLTextAreaElement>("set-system"),
+  apiKeyField: element<HTMLLabelElement>("api-key-field"),
+  apiKey: element<HTMLInputElement>("set-api-key"),
+  settingsError: element<HTMLParagraphElement>("settings-error"),
+  settingsReset: element<HTMLButtonElement>("settings-reset"),
+  settingsClose: element<HTMLButtonElement>("settings-close"),
+  log: element<HTMLElement>("log"),
+  empty: element<HTMLDivElement>("empty"),
+  composer: element<HTMLFormElement>("composer"),
+  attachments: element<HTMLDivElement>("attachments"),
+  attach: element<HTMLLabelElement>("attach"),
+  file: element<HTMLInputElement>("file"),
+  prompt: element<HTMLTextAreaElement>("prompt"),
+  send: element<HTMLButtonElement>("send"),
+  stop: element<HTMLButtonElement>("stop"),
+  notice: element<HTMLDivElement>("notice"),
+  dropOverlay: element<HTMLDivElement>("drop-overlay"),
+};
+
+const DEFAULT_SETTINGS: Settings = { temperature: 0.8, maxTokens: null, fps: null, maxFrames: null, system: "", apiKey: "" };
+
+const state = {
+  model: null as ModelObject | null,
+  history: [] as Turn[],
+  pending: [] as Attachment[],
+  /** Object URLs shown in the conversation, freed by New chat. */
+  shown: [] as string[],
+  running: null as AbortController | null,
+};
+
+// ---- small helpers ----
+
+function make<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, text?: string): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
+}
+
+function notice(text: string): void {
+  ui.notice.textContent = text;
+}
+
+function nearBottom(): boolean {
+  return ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 80;
+}
+
+function scrollDown(force = false): void {
+  if (force || nearBottom()) ui.log.scrollTop = ui.log.scrollHeight;
+}
+
+function readDataUrl(file: File, kind: MediaKind): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => {
+      const url = String(reader.result);
+      // Files of an unknown type read as application/octet-stream; the server sniffs the bytes anyway.
+      resolve(url.startsWith("data:;") || url.startsWith("data:application/octet-stream") ? url.replace(/^data:[^;,]*/, `data:${kind}/*`) : url);
+    };
+    reader.onerror = () => reject(reader.error ?? new Error(`Cannot read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
+}
+
+const VIDEO_EXTENSIONS = /\.(mp4|m4v|mov|webm|mkv|avi|mpe?g|ogv|3gp|flv|wmv|ts)$/i;
+const IMAGE_EXTENSIONS = /\.(png|jpe?g|gif|webp|avif|tiff?|bmp|svg|heic|heif)$/i;
+
+function kindOf(file: File): MediaKind | null {
+  if (file.type.startsWith("image/")) return "image";
+  if (file.type.startsWith("video/")) return "video";
+  if (!file.type && VIDEO_EXTENSIONS.test(file.name)) return "video";
+  if (!file.type && IMAGE_EXTENSIONS.test(file.name)) return "image";
+  return null;
+}
+
+function mediaElement(kind: MediaKind, url: string, name: string): HTMLImageElement | HTMLVideoElement {
+  if (kind === "image") {
+    const img = make("img");
+    img.src = url;
+    img.alt = name;
+    return img;
+  }
+  const video = make("video");
+  video.src = url;
+  video.muted = true;
+  video.preload = "metadata";
+  video.title = name;
+  return video;
+}
+
+// ---- settings ----
+
+function readStoredSettings(): Settings {
+  try {
+    const stored = JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? "{}") as Partial<Settings>;
+    return { ...DEFAULT_SETTINGS, ...stored };
+  } catch {
+    return { ...DEFAULT_SETTINGS };
+  }
+}
+
+function showSettings(settings: Settings): void {
+  ui.temperature.value = String(settings.temperature);
+  ui.maxTokens.value = settings.maxTokens === null ? "" : String(settings.maxTokens);
+  ui.fps.value = settings.fps === null ? "" : String(settings.fps);
+  ui.maxFrames.value = settings.maxFrames === null ? "" : String(settings.maxFrames);
+  ui.system.value = settings.system;
+  ui.apiKey.value = settings.apiKey;
+}
+
+/** The settings as entered, or an error message naming the field to fix. */
+function currentSettings(): Settings | string {
+  const number = (input: HTMLInputElement, label: string, integer: boolean): number | null | string => {
+    const text = input.value.trim();
+    if (text === "") return null;
+    const value = Number(text);
+    const min = Number(input.min);
+    const max = input.max === "" ? Infinity : Number(input.max);
+    if (!Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < min || value > max) {
+      const range = max === Infinity ? `at least ${min}` : `from ${min} to ${max}`;
+      return `${label} must be ${integer ? "a whole number" : "a number"} ${range}, not "${text}".`;
+    }
+    return value;
+  };
+  const temperature = number(ui.temperature, "Temperature", false);
+  const maxTokens = number(ui.maxTokens, "Max tokens", true);
+  const fps = number(ui.fps, "Video fps", false);
+  const maxFrames = number(ui.maxFrames, "Max frames", true);
+  for (const value of [temperature, maxTokens, fps, maxFrames]) if (typeof value === "string") return value;
+  return {
+    temperature: (temperature as number | null) ?? DEFAULT_SETTINGS.temperature,
+    maxTokens: maxTokens as number | null,
+    fps: fps as number | null,
+    maxFrames: maxFrames as number | null,
+    system: ui.system.value,
+    apiKey: ui.apiKey.value.trim(),
+  };
+}
+
+function saveSettings(): void {
+  const settings = currentSettings();
+  ui.settingsError.textContent = typeof settings === "string" ? settings : "";
+  if (typeof settings !== "string") localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings));
+}
+
+function toggleSettings(open: boolean): void {
+  ui.settings.hidden = !open;
+  ui.settingsToggle.setAttribute("aria-expanded", String(open));
+  if (open) ui.temperature.focus();
+}
+
+// ---- the model ----
+
+function headers(json: boolean): Record<string, string> {
+  const result: Record<string, string> = {};
+  if (json) result["content-type"] = "application/json";
+  const settings = currentSettings();
+  const key = typeof settings === "string" ? ui.apiKey.value.trim() : settings.apiKey;
+  if (key) result.authorization = `Bearer ${key}`;
+  return result;
+}
+
+async function errorText(response: Response): Promise<{ title: string; message: string }> {
+  let body: ServerErrorBody | null = null;
+  try {
+    body = (await response.json()) as ServerErrorBody;
+  } catch {
+    // Not JSON (a proxy's page, say): the status says enough.
+  }
+  const code = body?.error?.code;
+  let message = body?.error?.message ?? (response.statusText || "The server gave no reason.");
+  if (response.status === 401) message += " Enter the key under Settings → API key.";
+  return { title: `Error ${response.status}${code ? ` · ${code}` : ""}`, message };
+}
+
+function showCapabilities(model: ModelObject): void {
+  ui.modelName.textContent = model.id;
+  document.title = `${model.id} · multimodal-lm`;
+  const meta = model.meta;
+  ui.modelName.title = [meta?.architecture && `architecture ${meta.architecture}`, meta?.projector && `projector ${meta.projector}`, meta?.context_size && `context ${meta.context_size} tokens`]
+    .filter(Boolean)
+    .join(", ");
+  ui.capabilities.replaceChildren();
+  const caps = model.capabilities ?? { vision: true, video: true, audio: false };
+  for (const [name, on] of Object.entries(caps) as Array<[string, boolean]>) {
+    const badge = make("span", `cap ${on ? "on" : "off"}`, name);
+    badge.title = on ? `This model takes ${name} input` : `This model does not take ${name} input`;
+    badge.dataset.capability = name;
+    badge.dataset.supported = String(on);
+    ui.capabilities.append(badge);
+  }
+  const vision = caps.vision;
+  ui.file.disabled = !vision;
+  ui.attach.classList.toggle("disabled", !vision);
+  ui.attach.title = vision ? "Attach images or videos" : "This model has no vision projector; it takes text only";
+  ui.file.accept = caps.video ? "image/*,video/*" : "image/*";
+}
+
+async function loadModel(): Promise<void> {
+  try {
+    const response = await fetch(api("v1/models"), { headers: headers(false) });
+    if (!response.ok) {
+      const { title, message } = await errorText(response);
+      ui.modelName.textContent = response.status === 401 ? "API key needed" : "unavailable";
+      notice(`${title}: ${message}`);
+      if (response.status === 401) toggleSettings(true);
+      return;
+    }
+    const list = (await response.json()) as { data: ModelObject[] };
+    const model = list.data[0];
+    if (!model) throw new Error("the server lists no model");
+    state.model = model;
+    showCapabilities(model);
+    if (ui.notice.textContent?.startsWith("Error 401")) notice("");
+  } catch (error) {
+    ui.modelName.textContent = "offline";
+    notice(`Cannot reach the server (${(error as Error).message}). Is multimodal-lm serve still running?`);
+  }
+}
+
+// ---- attachments ----
+
+function addFiles(files: Iterable<File>): void {
+  const refused: string[] = [];
+  for (const file of files) {
+    const kind = kindOf(file);
+    const caps = state.model?.capabilities;
+    if (!kind || (caps && !caps.vision) || (kind === "video" && caps && !caps.video)) {
+      refused.push(file.name || "a pasted item");
+      continue;
+    }
+    const attachment: Attachment = { kind, name: file.name || `pasted ${kind}`, size: file.size, preview: URL.createObjectURL(file), dataUrl: readDataUrl(file, kind) };
+    // Reported when sending; don't leave an unhandled rejection meanwhile.
+    attachment.dataUrl.catch(() => undefined);
+    state.pending.push(attachment);
+  }
+  renderPending();
+  if (refused.length) {
+    const what = state.model?.capabilities?.video === false ? "images" : "images and videos";
+    notice(`Not attached: ${refused.join(", ")}. This model takes ${state.model?.capabilities?.vision === false ? "text only" : what}.`);
+  } else {
+    notice("");
+  }
+}
+
+function renderPending(): void {
+  ui.attachments.replaceChildren(
+    ...state.pending.map((attachment, index) => {
+      const thumb = make("div", "thumb");
+      thumb.title = `${attachment.name} (${mib(attachment.size)})`;
+      thumb.dataset.kind = attachment.kind;
+      thumb.append(mediaElement(attachment.kind, attachment.preview, attachment.name));
+      if (attachment.kind === "video") thumb.append(make("span", "kind", "video"));
+      const remove = make("button", "remove", "×");
+      remove.type = "button";
+      remove.setAttribute("aria-label", `Remove ${attachment.name}`);
+      remove.addEventListener("click", () => {
+        URL.revokeObjectURL(attachment.preview);
+        state.pending.splice(index, 1);
+        renderPending();
+      });
+      thumb.append(remove);
+      return thumb;
+    }),
+  );
+}
+
+// ---- the conversation ----
+
+function addMessage(className: string): HTMLElement {
+  ui.empty.hidden = true;
+  const article = make("article", `message ${className}`);
+  ui.log.append(article);
+  return article;
+}
+
+function showError(title: string, message: string): void {
+  const article = addMessage("error");
+  article.setAttribute("role", "alert");
+  article.append(make("div", "title", title), make("div", "text", message));
+  scrollDown(true);
+}
+
+function setRunning(controller: AbortController | null): void {
+  state.running = controller;
+  ui.send.hidden = controller !== null;
+  ui.stop.hidden = controller === null;
+  if (controller === null) ui.prompt.focus();
+}
+
+function statsLine(generated: number, usage: Usage | null, firstTokenMs: number | null, elapsedMs: number, finish: string | null): string {
+  const parts: string[] = [];
+  const tokens = usage?.completion_tokens ?? generated;
+  parts.push(`${tokens} token${tokens === 1 ? "" : "s"}`);
+  if (firstTokenMs !== null && tokens > 1 && elapsedMs > firstTokenMs) parts.push(`${((tokens - 1) / ((elapsedMs - firstTokenMs) / 1000)).toFixed(1)} tok/s`);
+  if (firstTokenMs !== null) parts.push(`first token ${(firstTokenMs / 1000).toFixed(2)} s`);
+  if (usage) {
+    const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+    parts.push(`prompt ${usage.prompt_tokens} tokens${cached ? ` (${cached} cached)` : ""}`);
+  }
+  if (finish === "length") parts.push("stopped at the token limit");
+  return parts.join(" · ");
+}
+
+/** Reads the server-sent events of one completion, calling `onText` for each piece. */
+async function readEvents(response: Response, onText: (text: string) => void): Promise<{ usage: Usage | null; finish: string | null }> {
+  if (!response.body) throw new Error("The response has no body.");
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let usage: Usage | null = null;
+  let finish: string | null = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let end: number;
+    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "");
+      const data = event
+        .split(/\r?\n/)
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).trimStart())
+        .join("\n");
+      if (data === "") continue;
+      if (data === "[DONE]") return { usage, finish };
+      const chunk = JSON.parse(data) as ServerErrorBody & {
+        choices?: Array<{ delta?: { content?: string }; finish_reason?: string | null }>;
+        usage?: Usage | null;
+      };
+      if (chunk.error) throw new ServerError(`Error · ${chunk.error.code ?? "stream"}`, chunk.error.message ?? "The generation failed.");
+      const choice = chunk.choices?.[0];
+      if (choice?.delta?.content) onText(choice.delta.content);
+      if (choice?.finish_reason) finish = choice.finish_reason;
+      if (chunk.usage) usage = chunk.usage;
+    }
+  }
+  throw new Error("The server closed the stream before it was complete.");
+}
+
+class ServerError extends Error {
+  constructor(
+    readonly title: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function send(): Promise<void> {
+  if (state.running) return;
+  const settings = currentSettings();
+  if (typeof settings === "string") {
+    toggleSettings(true);
+    ui.settingsError.textContent = settings;
+    return;
+  }
+  const text = ui.prompt.value.trim();
+  const attachments = state.pending;
+  if (!text && attachments.length === 0) {
+    notice("Type a message or attach an image or video first.");
+    return;
+  }
+
+  let parts: Part[];
+  try {
+    parts = await Promise.all(
+      attachments.map(async (a): Promise<Part> => {
+        const url = await a.dataUrl;
+        return a.kind === "image" ? { type: "image_url", image_url: { url } } : { type: "video_url", video_url: { url } };
+      }),
+    );
+  } catch (error) {
+    notice(`Cannot read an attachment: ${(error as Error).message}`);
+    return;
+  }
+  if (text) parts.push({ type: "text", text });
+  const userTurn: Turn = { role: "user", content: parts.length === 1 && parts[0]!.type === "text" ? text : parts };
+
+  const messages: Turn[] = [...(settings.system.trim() ? [{ role: "system" as const, content: settings.system }] : []), ...state.history, userTurn];
+  const body: Record<string, unknown> = {
+    model: "default",
+    messages,
+    stream: true,
+    stream_options: { include_usage: true },
+    temperature: settings.temperature,
+  };
+  if (settings.maxTokens !== null) body.max_tokens = settings.maxTokens;
+  if (settings.fps !== null) body.video_fps = settings.fps;
+  if (settings.maxFrames !== null) body.video_max_frames = settings.maxFrames;
+  const json = JSON.stringify(body);
+  const size = new Blob([json]).size;
+  if (size > config.maxBodyBytes) {
+    notice(
+      `This message and the conversation before it come to ${mib(size)}, and the server accepts at most ${mib(config.maxBodyBytes)} per request. ` +
+        "Remove an attachment, start a new chat, or raise the server's --max-body-mb.",
+    );
+    return;
+  }
+
+  // The message goes into the conversation now; the attachments move with it.
+  const userMessage = addMessage("user");
+  if (attachments.length) {
+    const media = make("div", "media");
+    for (const a of attachments) {
+      media.append(mediaElement(a.kind, a.preview, a.name));
+      state.shown.push(a.preview);
+    }
+    userMessage.append(media);
+  }
+  if (text) userMessage.append(make("div", "text", text));
+  state.history.push(userTurn);
+  state.pending = [];
+  renderPending();
+  ui.prompt.value = "";
+  notice("");
+
+  const reply = addMessage("assistant streaming");
+  const replyText = make("div", "text");
+  const meta = make("div", "meta", "waiting for the model…");
+  reply.append(replyText, meta);
+  scrollDown(true);
+
+  const controller = new AbortController();
+  setRunning(controller);
+  const started = performance.now();
+  let firstTokenMs: number | null = null;
+  let generated = 0;
+  let answer = "";
+  try {
+    const response = await fetch(api("v1/chat/completions"), { method: "POST", headers: headers(true), body: json, signal: controller.signal });
+    if (!response.ok) {
+      const { title, message } = await errorText(response);
+      throw new ServerError(title, message);
+    }
+    meta.textContent = "";
+    const { usage, finish } = await readEvents(response, (piece) => {
+      if (firstTokenMs === null) firstTokenMs = performance.now() - started;
+      generated++;
+      answer += piece;
+      replyText.textContent = answer;
+      scrollDown();
+    });
+    meta.textContent = statsLine(generated, usage, firstTokenMs, performance.now() - started, finish);
+  } catch (error) {
+    if (controller.signal.aborted) {
+      meta.textContent = `stopped after ${generated} token${generated === 1 ? "" : "s"}`;
+      meta.classList.add("stopped");
+    } else {
+      reply.remove();
+      if (error instanceof ServerError) showError(error.title, error.message);
+      else showError("Cannot reach the server", `${(error as Error).message}. Is multimodal-lm serve still running?`);
+      // The turn failed: take it back out of the conversation so the next one is not built on it.
+      if (!answer) {
+        state.history.pop();
+        userMessage.classList.add("failed");
+      }
+    }
+  } finally {
+    reply.classList.remove("streaming");
+    if (answer) state.history.push({ role: "assistant", content: answer });
+    setRunning(null);
+  }
+}
+
+function newChat(): void {
+  state.running?.abort();
+  for (const url of state.shown) URL.revokeObjectURL(url);
+  for (const a of state.pending) URL.revokeObjectURL(a.preview);
+  state.shown = [];
+  state.pending = [];
+  state.history = [];
+  renderPending();
+  ui.log.replaceChildren(ui.empty);
+  ui.empty.hidden = false;
+  notice("");
+  ui.prompt.focus();
+}
+
+// ---- wiring ----
+
+showSettings(readStoredSettings());
+ui.fps.placeholder = `${config.video.fps} (server default)`;
+ui.maxFrames.placeholder = `${config.video.maxFrames} (server default)`;
+ui.maxFrames.max = String(config.video.maxFramesLimit);
+ui.apiKeyField.hidden = !config.apiKeyRequired && !ui.apiKey.value;
+
+ui.settingsToggle.addEventListener("click", () => toggleSettings(ui.settings.hidden));
+ui.settingsClose.addEventListener("click", () => toggleSettings(false));
+ui.settings.addEventListener("submit", (event) => event.preventDefault());
+ui.settings.addEventListener("input", saveSettings);
+ui.settingsReset.addEventListener("click", () => {
+  showSettings(DEFAULT_SETTINGS);
+  saveSettings();
+});
+ui.apiKey.addEventListener("change", () => void loadModel());
+
+ui.newChat.addEventListener("click", newChat);
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  void send();
+});
+ui.prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    void send();
+  }
+});
+ui.stop.addEventListener("click", () => state.running?.abort());
+ui.file.addEventListener("change", () => {
+  if (ui.file.files) addFiles(ui.file.files);
+  ui.file.value = "";
+});
+
+document.addEventListener("paste", (event) => {
+  const files = event.clipboardData?.files;
+  if (files && files.length > 0) {
+    event.preventDefault();
+    addFiles(files);
+  }
+});
+
+let dragDepth = 0;
+const hasFiles = (event: DragEvent) => event.dataTransfer?.types.includes("Files") ?? false;
+window.addEventListener("dragenter", (event) => {
+  if (!hasFiles(event)) return;
+  dragDepth++;
+  ui.dropOverlay.hidden = false;
+});
+window.addEventListener("dragleave", () => {
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (dragDepth === 0) ui.dropOverlay.hidden = true;
+});
+window.addEventListener("dragover", (event) => {
+  if (hasFiles(event)) event.preventDefault();
+});
+window.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dragDepth = 0;
+  ui.dropOverlay.hidden = true;
+  if (event.dataTransfer?.files.length) addFiles(event.dataTransfer.files);
+});
+
+void loadModel();
+ui.prompt.focus();
