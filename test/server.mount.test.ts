@@ -1,47 +1,20 @@
 // The handler mounted in Express and in Fastify: the examples themselves run as subprocesses
 // and answer the OpenAI client, next to their app's own routes.
-import { spawn, type ChildProcess } from "node:child_process";
-import path from "node:path";
-
 import OpenAI from "openai";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import { ensureTestModel } from "../src/test-models/index.js";
-
-const root = path.resolve(import.meta.dirname, "..");
-let child: ChildProcess | undefined;
+import { killExamples, startExample } from "./helpers/examples.js";
 
 beforeAll(async () => {
   await ensureTestModel("qwen2vl-tiny");
 }, 600_000);
 
-afterEach(() => {
-  if (child && child.exitCode === null) child.kill("SIGKILL");
-});
+afterEach(killExamples);
 
-/** Starts an example on a free port; resolves to its URL once it listens. */
-async function startExample(name: string): Promise<string> {
-  child = spawn(process.execPath, [path.join(root, "examples", name), "--port", "0"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    let stdout = "";
-    child!.stdout!.on("data", (d: Buffer) => {
-      stdout += d.toString();
-      const match = /listening at (http:\/\/\S+)/.exec(stdout);
-      if (match) resolve(match[1]!);
-    });
-    child!.once("exit", (code) => reject(new Error(`${name} exited with ${code} before listening:\n${stderr}`)));
-  });
-}
-
-function exited(proc: ChildProcess): Promise<number | null> {
-  return new Promise((resolve) => (proc.exitCode !== null ? resolve(proc.exitCode) : proc.once("exit", (code) => resolve(code))));
-}
-
-describe.each(["express-server.mjs", "fastify-server.mjs"])("examples/%s", (name) => {
+describe.each(["express-server.ts", "fastify-server.ts"])("examples/%s", (name) => {
   it("serves the OpenAI API beside the app's own routes, and shuts down cleanly", async () => {
-    const url = await startExample(name);
+    const { url, stop } = await startExample(name);
     const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "not-needed", maxRetries: 0 });
     expect((await client.models.list()).data[0]!.id).toBe("qwen2vl-tiny");
     const completion = await client.chat.completions.create({
@@ -66,7 +39,6 @@ describe.each(["express-server.mjs", "fastify-server.mjs"])("examples/%s", (name
     expect(((await own.json()) as { hello: string }).hello).toBe(name.split("-")[0]);
     expect((await fetch(`${url}/health`)).status).toBe(200);
 
-    child!.kill("SIGTERM");
-    expect(await exited(child!)).toBe(0);
+    expect(await stop()).toBe(0);
   });
 });
