@@ -1,0 +1,165 @@
+// Every script in examples/ runs as a subprocess through tsx (as `npx tsx examples/<name>.ts`
+// does), on the tiny test model, with few tokens: it must exit with code 0 and print what it
+// promises. The servers are started on a free port, answer one real request, and exit with
+// code 0 on SIGTERM.
+import fs from "node:fs";
+import path from "node:path";
+
+import OpenAI from "openai";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+
+import { ensureTestModel } from "../src/test-models/index.js";
+import { killExamples, root, runExample, startExample, type ExampleRun } from "./helpers/examples.js";
+
+const scripts = [
+  "chat-with-images.ts",
+  "compare-images.ts",
+  "describe-image.ts",
+  "describe-video.ts",
+  "embed-image.ts",
+  "express-server.ts",
+  "fastify-server.ts",
+  "openai-client.ts",
+  "serve.ts",
+  "system-info.ts",
+];
+
+beforeAll(async () => {
+  // Cached in .cache/ before the scripts ask for it.
+  await ensureTestModel("qwen2vl-tiny");
+}, 600_000);
+
+afterEach(killExamples);
+
+/** Runs an example to the end; it must exit with code 0 and print something. */
+async function run(name: string, args: string[] = [], input?: string): Promise<ExampleRun> {
+  const result = await runExample(name, args, input);
+  expect(result.code, `examples/${name} ${args.join(" ")} failed:\n${result.stdout}\n${result.stderr}`).toBe(0);
+  expect(result.stdout.trim()).not.toBe("");
+  return result;
+}
+
+it("tests every script in examples/", () => {
+  const found = fs.readdirSync(path.join(root, "examples")).filter((name) => /\.[mc]?[jt]s$/.test(name));
+  expect(found.sort()).toEqual(scripts);
+});
+
+describe("scripts that exit by themselves", () => {
+  it("describe-image.ts streams a description and prints timings", async () => {
+    const { stdout } = await run("describe-image.ts", ["--max-tokens", "4"]);
+    expect(stdout).toMatch(/\d+ prompt tokens \(\d+ from 1 media chunks\), \d+ generated \((length|eos)\)/);
+    expect(stdout).toMatch(/encode [\d.]+ ms, .* total [\d.]+ ms/);
+  });
+
+  it("describe-image.ts takes an image and a prompt", async () => {
+    const { stdout } = await run("describe-image.ts", ["assets/sample-2.png", "--prompt", "What shapes are there?", "--max-tokens", "2"]);
+    expect(stdout).toMatch(/generated/);
+  });
+
+  it("describe-video.ts samples with --fps and --max-frames, and shows progress", async () => {
+    const { stdout, stderr } = await run("describe-video.ts", ["--fps", "1", "--max-frames", "2", "--max-tokens", "4"]);
+    // 4 s at 1 fps is 4 frames; at most 2, spread over the clip.
+    expect(stdout).toMatch(/^2 frames of 160×120 at 1\.00, 3\.00 s from a 4\.0 s h264 video/m);
+    expect(stderr).toContain("extracting frames: 100%");
+  });
+
+  it("describe-video.ts takes exactly --num-frames", async () => {
+    const { stdout } = await run("describe-video.ts", ["--num-frames", "4", "--max-tokens", "2"]);
+    expect(stdout).toMatch(/^4 frames of 160×120 at 0\.50, 1\.50, 2\.50, 3\.50 s/m);
+  });
+
+  it("compare-images.ts asks about the two bundled images", async () => {
+    const { stdout } = await run("compare-images.ts", ["--max-tokens", "4"]);
+    expect(stdout).toContain("images: sample.png and sample-2.png");
+    expect(stdout).toContain("prompt: What is different between these two images?");
+    expect(stdout).toMatch(/\d+ prompt tokens \(\d+ from 2 media chunks\)/);
+  });
+
+  it("chat-with-images.ts: the second turn reuses the first from the KV cache", async () => {
+    const { stdout } = await run("chat-with-images.ts", ["--max-tokens", "4"]);
+    expect(stdout).toContain("you> What is in this image?");
+    expect(stdout).toContain("you> Which colour stands out the most?");
+    const reused = [...stdout.matchAll(/\[turn (\d)\] KV cache: (\d+) positions reused/g)].map((m) => [Number(m[1]), Number(m[2])]);
+    expect(reused).toHaveLength(2);
+    expect(reused[0]).toEqual([1, 0]);
+    expect(reused[1]![1]).toBeGreaterThan(30); // the system prompt, the image and the first question at least
+    expect(stdout).toMatch(/\[turn 2\] .*image cache: 0 hits, 0 misses, 0 chunks encoded/);
+    expect(stdout).toMatch(/^2 turns;/m);
+  });
+
+  it("chat-with-images.ts --interactive reads the questions from stdin", async () => {
+    const { stdout } = await run("chat-with-images.ts", ["assets/sample-2.png", "--interactive", "--max-tokens", "2"], "What is this?\nAnd the colours?\n\n");
+    expect(stdout).toContain("you> What is this?");
+    expect(stdout).toContain("you> And the colours?");
+    expect(stdout).toMatch(/^2 turns;/m);
+  });
+
+  it("embed-image.ts prints shapes and the cosine similarity", async () => {
+    const { stdout } = await run("embed-image.ts");
+    expect(stdout).toMatch(/^sample\.png: \d+ tokens × 256 dimensions/m);
+    expect(stdout).toMatch(/^sample-2\.png: \d+ tokens × 256 dimensions/m);
+    expect(stdout).toMatch(/first values: \[-?\d\.\d{4}, /);
+    const similarity = /cosine similarity of the mean-pooled embeddings: (-?\d\.\d{4})/.exec(stdout);
+    expect(Math.abs(Number(similarity?.[1]))).toBeLessThanOrEqual(1);
+  });
+
+  it("embed-image.ts on one image prints no similarity", async () => {
+    const { stdout } = await run("embed-image.ts", ["assets/sample.png"]);
+    expect(stdout).toMatch(/^sample\.png: /m);
+    expect(stdout).not.toContain("similarity");
+  });
+
+  it("openai-client.ts sends every request shape to an in-process server", async () => {
+    const { stdout } = await run("openai-client.ts", ["--max-tokens", "2"]);
+    expect(stdout).toMatch(/^models: qwen2vl-tiny$/m);
+    for (const label of [
+      "image by local path",
+      "base64 image",
+      "remote URL image",
+      "video_url with video_fps/video_max_frames",
+      "type video",
+      "two images",
+      "media_io_kwargs/mm_processor_kwargs",
+    ]) {
+      expect(stdout).toMatch(new RegExp(`^${label}: \\d+ prompt tokens \\(\\d+ cached\\), \\d+ generated`, "m"));
+    }
+    expect(stdout).toMatch(/^streaming: \d+ chunks, \d+ prompt tokens, \d+ generated/m);
+    expect(stdout).not.toContain("FAILED");
+  });
+
+  it("system-info.ts prints the build and checks the devices", async () => {
+    const { stdout } = await run("system-info.ts");
+    expect(stdout).toMatch(/^llama\.cpp [0-9a-f]{40} \(\w+ build\)/);
+    expect(stdout).toMatch(/^check .+: ok, max error/m);
+  });
+
+  it("--model without --mmproj is a clear usage error", async () => {
+    const result = await runExample("describe-image.ts", ["--model", "model.gguf"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/--mmproj <mmproj\.gguf>/);
+  });
+});
+
+describe.each(["express-server.ts", "fastify-server.ts", "serve.ts"])("examples/%s", (name) => {
+  it("listens, answers a chat completion with sample.png, and exits with code 0 on SIGTERM", async () => {
+    const server = await startExample(name);
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "not-needed", maxRetries: 0 });
+    const completion = await client.chat.completions.create({
+      model: "default",
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "sample.png" } }, { type: "text", text: "Describe this image." }] }],
+      max_tokens: 4,
+    });
+    expect(completion.choices[0]!.message.role).toBe("assistant");
+    expect(completion.usage!.prompt_tokens).toBeGreaterThan(20);
+    if (name === "serve.ts") {
+      expect(server.output().stdout).toContain(`chat page: ${server.url}/`);
+      // openai-client.ts --base-url against it: every shape but the remote URL, and no model of its own.
+      const { stdout, stderr } = await run("openai-client.ts", ["--base-url", `${server.url}/v1`, "--max-tokens", "2"]);
+      expect(stdout).toMatch(/^remote URL image: skipped/m);
+      expect(stdout).toMatch(/^two images: \d+ prompt tokens/m);
+      expect(stdout).not.toContain("FAILED");
+      expect(stderr).not.toContain("loading");
+    }
+    expect(await server.stop()).toBe(0);
+  });
+});
