@@ -592,6 +592,13 @@ ui.prompt.addEventListener("keydown", (event) => {
   }
 });
 ui.stop.addEventListener("click", () => state.running?.abort());
+// The label opens the file picker on click; make it work from the keyboard too.
+ui.attach.addEventListener("keydown", (event) => {
+  if ((event.key === "Enter" || event.key === " ") && !ui.file.disabled) {
+    event.preventDefault();
+    ui.file.click();
+  }
+});
 ui.file.addEventListener("change", () => {
   if (ui.file.files) addFiles(ui.file.files);
   ui.file.value = "";
