@@ -2,7 +2,7 @@
 // self-contained lib/web/chat.html with the CSS and script inlined, so the server has a single
 // file to serve, it works under any mount path, and a CSP can pin both by hash.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,4 +25,6 @@ html = fill(html, "<!--multimodal-lm:style-->", `<style>\n${source("chat.css")}<
 html = fill(html, "<!--multimodal-lm:script-->", `<script type="module">\n${script}</script>`);
 mkdirSync(path.join(root, "lib", "web"), { recursive: true });
 writeFileSync(path.join(root, "lib", "web", "chat.html"), html);
+// Only the assembled page is served; the intermediate script would just be a stray copy.
+rmSync(path.join(root, "lib", "web", "chat.js"));
 console.log(`build-web: lib/web/chat.html (${(Buffer.byteLength(html) / 1024).toFixed(1)} KiB)`);

@@ -400,7 +400,7 @@ describe.skipIf(!executablePath)("the chat page in Chromium", () => {
 
   it("works under a mount path in an Express app, and asks for the API key the server requires", async () => {
     const app = express();
-    const handler = createOpenAIHandler(lm, { apiKey: "sekret" });
+    const handler = createOpenAIHandler(lm, { apiKey: "sekret", maxBodyBytes: 200_000 });
     app.use("/llm", handler);
     const listener = http.createServer(app).listen(0, "127.0.0.1");
     await new Promise((resolve) => listener.once("listening", resolve));
@@ -416,8 +416,27 @@ describe.skipIf(!executablePath)("the chat page in Chromium", () => {
       await page.locator("#model-name", { hasText: "qwen2vl-tiny" }).waitFor();
       await page.click("#settings-close");
       await settings({ temperature: "0", maxTokens: "4" });
+      // 160 000 bytes are 213 336 as base64: more than this server's 200 000-byte body limit.
+      await page.setInputFiles("#file", [
+        { name: "big.png", mimeType: "image/png", buffer: Buffer.alloc(160_000) },
+        { name: "sample.png", mimeType: "image/png", buffer: readFileSync(sampleImage) },
+      ]);
+      expect(await page.textContent("#notice")).toBe(
+        "Too large to send: big.png (156 KiB). The server takes requests of at most 195 KiB, and media travel as base64 (a third larger); raise it with the server's --max-body-mb.",
+      );
+      expect(await page.locator("#attachments .thumb").count()).toBe(1);
       await ask("Hello");
       expect((await reply(1)).meta).toMatch(/^4 tokens · /);
+      // Five such images fit one by one, but not in one request: the page says so and sends nothing.
+      const png = { name: "sample.png", mimeType: "image/png", buffer: readFileSync(sampleImage) };
+      await page.setInputFiles("#file", [png, png, png, png, png]);
+      expect(await page.locator("#attachments .thumb").count()).toBe(5);
+      await ask("All of them?");
+      expect(await page.textContent("#notice")).toMatch(
+        /^This message and the conversation before it come to 2\d\d KiB, and the server accepts at most 195 KiB per request\. Remove an attachment, start a new chat, or raise the server's --max-body-mb\.$/,
+      );
+      expect(await page.locator(".message.user").count()).toBe(1);
+      expect(await page.locator("#attachments .thumb").count()).toBe(5);
     } finally {
       listener.close();
       await handler.close();

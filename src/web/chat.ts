@@ -118,7 +118,8 @@ function make<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string,
   return node;
 }
 
-function mib(bytes: number): string {
+function byteSize(bytes: number): string {
+  if (bytes < 1024 * 1024) return `${Math.max(1, Math.round(bytes / 1024))} KiB`;
   return `${(bytes / (1024 * 1024)).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
 }
 
@@ -307,7 +308,13 @@ async function loadModel(): Promise<void> {
 
 function addFiles(files: Iterable<File>): void {
   const refused: string[] = [];
+  const tooLarge: string[] = [];
   for (const file of files) {
+    // Sent as base64, a file grows by a third; one that cannot fit in a request is refused now.
+    if (Math.ceil(file.size / 3) * 4 > config.maxBodyBytes) {
+      tooLarge.push(`${file.name || "a pasted item"} (${byteSize(file.size)})`);
+      continue;
+    }
     const kind = kindOf(file);
     const caps = state.model?.capabilities;
     if (!kind || (caps && !caps.vision) || (kind === "video" && caps && !caps.video)) {
@@ -320,19 +327,25 @@ function addFiles(files: Iterable<File>): void {
     state.pending.push(attachment);
   }
   renderPending();
+  const problems: string[] = [];
   if (refused.length) {
     const what = state.model?.capabilities?.video === false ? "images" : "images and videos";
-    notice(`Not attached: ${refused.join(", ")}. This model takes ${state.model?.capabilities?.vision === false ? "text only" : what}.`);
-  } else {
-    notice("");
+    problems.push(`Not attached: ${refused.join(", ")}. This model takes ${state.model?.capabilities?.vision === false ? "text only" : what}.`);
   }
+  if (tooLarge.length) {
+    problems.push(
+      `Too large to send: ${tooLarge.join(", ")}. The server takes requests of at most ${byteSize(config.maxBodyBytes)}, ` +
+        "and media travel as base64 (a third larger); raise it with the server's --max-body-mb.",
+    );
+  }
+  notice(problems.join(" "));
 }
 
 function renderPending(): void {
   ui.attachments.replaceChildren(
     ...state.pending.map((attachment, index) => {
       const thumb = make("div", "thumb");
-      thumb.title = `${attachment.name} (${mib(attachment.size)})`;
+      thumb.title = `${attachment.name} (${byteSize(attachment.size)})`;
       thumb.dataset.kind = attachment.kind;
       thumb.append(mediaElement(attachment.kind, attachment.preview, attachment.name));
       if (attachment.kind === "video") thumb.append(make("span", "kind", "video"));
@@ -477,7 +490,7 @@ async function send(): Promise<void> {
   const size = new Blob([json]).size;
   if (size > config.maxBodyBytes) {
     notice(
-      `This message and the conversation before it come to ${mib(size)}, and the server accepts at most ${mib(config.maxBodyBytes)} per request. ` +
+      `This message and the conversation before it come to ${byteSize(size)}, and the server accepts at most ${byteSize(config.maxBodyBytes)} per request. ` +
         "Remove an attachment, start a new chat, or raise the server's --max-body-mb.",
     );
     return;
