@@ -285,6 +285,29 @@ describe.skipIf(!executablePath)("the chat page in Chromium", () => {
     await settings({ maxTokens: "8" });
     await ask("Short one.");
     expect((await reply(2)).meta).toMatch(/^8 tokens · /);
+
+    // Stopped before any reply (the request is held back): that question leaves the conversation.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await page.route("**/v1/chat/completions", async (route) => {
+      await held;
+      await route.continue().catch(() => undefined);
+    });
+    await ask("Never answered.");
+    await page.click("#stop");
+    await page.locator(".message.assistant .meta.stopped").nth(1).waitFor();
+    expect(await page.textContent(".message.assistant >> nth=2 >> .meta")).toBe("stopped after 0 tokens");
+    release();
+    await page.unroute("**/v1/chat/completions");
+    const bodies: string[] = [];
+    page.on("request", (request) => {
+      if (request.url().endsWith("/v1/chat/completions")) bodies.push(request.postData() ?? "");
+    });
+    await ask("Answered.");
+    expect((await reply(4)).meta).toMatch(/^8 tokens · /);
+    const sent = JSON.parse(bodies[0]!).messages as Array<{ role: string; content: string }>;
+    expect(sent.map((m) => m.content)).toEqual(["Go on and on.", stoppedText, "Short one.", (await page.textContent(".message.assistant >> nth=1 >> .text"))!, "Answered."]);
+    expect(await page.locator(".message.user.failed").count()).toBe(1);
     await page.screenshot({ path: path.join(outputDir, "stopped.png"), fullPage: true });
     expect(problems).toEqual([]);
   });

@@ -548,11 +548,13 @@ async function send(): Promise<void> {
       reply.remove();
       if (error instanceof ServerError) showError(error.title, error.message);
       else showError("Cannot reach the server", `${(error as Error).message}. Is multimodal-lm serve still running?`);
-      // The turn failed: take it back out of the conversation so the next one is not built on it.
-      if (!answer) {
-        state.history.pop();
-        userMessage.classList.add("failed");
-      }
+    }
+    // A turn stopped or failed before any reply is taken back out of the conversation: the next
+    // one must not be built on a question without an answer (templates such as Gemma's insist
+    // that user and assistant alternate).
+    if (!answer) {
+      state.history.pop();
+      userMessage.classList.add("failed");
     }
   } finally {
     reply.classList.remove("streaming");
