@@ -134,6 +134,8 @@ describe("help and version", () => {
         "--allowed-private-networks",
         "--max-body-mb",
         "--max-queue",
+        "--no-ui",
+        "--no-metrics",
         ...load,
       ],
     ],
@@ -357,7 +359,7 @@ describe("serve", () => {
     return performance.now() - started;
   }
 
-  it("serves /v1/models, /health and chat completions, logs each request, and exits 0 on SIGTERM", async () => {
+  it("serves /v1/models, /health, chat completions and /metrics, logs each request, and exits 0 on SIGTERM", async () => {
     const served = await serve([]);
     expect(served.name).toBe("qwen2vl-tiny");
     expect(served.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -381,6 +383,12 @@ describe("serve", () => {
     expect(completion.choices[0]!.message.content).toBe(expected.text);
     const bad = await fetch(`${served.url}/v1/chat/completions`, { method: "POST", body: "{not json" });
     expect(bad.status).toBe(400);
+    const metrics = await fetch(`${served.url}/metrics`);
+    expect(metrics.status).toBe(200);
+    const text = await metrics.text();
+    expect(text).toContain('multimodal_lm_requests_total{status="200",code=""} 1\n');
+    expect(text).toContain('multimodal_lm_requests_total{status="400",code="E_INVALID_JSON"} 1\n');
+    expect(text).toContain("multimodal_lm_generation_tokens_total 8\n");
 
     expect(await stop(served)).toBeLessThan(5000);
     const log = served.stderr();
@@ -394,8 +402,8 @@ describe("serve", () => {
     expect(log).not.toContain("warning");
   });
 
-  it("takes the API key from MULTIMODAL_LM_API_KEY and the name from --model-name; --no-ui; exits 0 on SIGINT", async () => {
-    const served = await serve(["--model-name", "tiny", "--no-ui", "--allowed-local-media-path", tmp, "--allowed-media-domains", "a.example,b.example"], {
+  it("takes the API key from MULTIMODAL_LM_API_KEY and the name from --model-name; --no-ui; --no-metrics; exits 0 on SIGINT", async () => {
+    const served = await serve(["--model-name", "tiny", "--no-ui", "--no-metrics", "--allowed-local-media-path", tmp, "--allowed-media-domains", "a.example,b.example"], {
       MULTIMODAL_LM_API_KEY: "sekret",
     });
     expect(served.name).toBe("tiny");
@@ -408,6 +416,9 @@ describe("serve", () => {
     expect(((await page.json()) as { error: { message: string } }).error.message).toBe(
       "No endpoint GET /. This server serves POST /v1/chat/completions, GET /v1/models and GET /health.",
     );
+    const metrics = await fetch(`${served.url}/metrics`, { headers: { authorization: "Bearer sekret" } });
+    expect(metrics.status).toBe(404);
+    expect(((await metrics.json()) as { error: { code: string } }).error.code).toBe("E_NOT_FOUND");
     expect(await stop(served, "SIGINT")).toBeLessThan(5000);
     expect(served.stderr()).toMatch(/^GET \/v1\/models 401 \d+ms E_UNAUTHORIZED$/m);
     expect(served.stderr()).not.toContain("note:");

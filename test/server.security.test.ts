@@ -204,26 +204,35 @@ describe("API key, body limit, queue", () => {
     expect((await post(server, imageRequest("image.png"), auth)).status).toBe(200);
   });
 
-  it("answers 429 when the queue is full, and a disconnect during streaming aborts the generation", async () => {
+  it("answers 429 when every slot is busy and the queue (maxQueue 0) is full, and a disconnect during streaming aborts the generation", async () => {
     const before = server.handler.stats;
     const long = { model: "default", messages: [{ role: "user", content: "Go on forever." }], max_tokens: 30000, ignore_eos: true, temperature: 0, stream: true };
-    // Streams until the client goes away: the first chunk proves it is generating.
-    const first = await new Promise<http.ClientRequest>((resolve, reject) => {
-      const req = http.request(`${server.url}/v1/chat/completions`, { method: "POST", headers: auth }, (res) => {
-        res.once("data", () => resolve(req));
-      });
-      req.on("error", reject);
-      req.end(JSON.stringify(long));
-    });
+    // Each streams until its client goes away: the first chunk proves it is generating. One per
+    // slot: maxQueue counts only the requests waiting beyond them.
+    const slots = lm.stats.slots?.total ?? 1;
+    const streams = await Promise.all(
+      Array.from(
+        { length: slots },
+        () =>
+          new Promise<http.ClientRequest>((resolve, reject) => {
+            const req = http.request(`${server.url}/v1/chat/completions`, { method: "POST", headers: auth }, (res) => {
+              res.once("data", () => resolve(req));
+            });
+            req.on("error", reject);
+            req.end(JSON.stringify(long));
+          }),
+      ),
+    );
     const busy = await post(server, imageRequest("image.png"), auth);
     expect(busy.status).toBe(429);
     expect(busy.json.error!.code).toBe("E_QUEUE_FULL");
+    expect(busy.json.error!.message).toMatch(/^The server is busy: \d+ requests are running or waiting \(\d+ slots?, and a queue of 0\)/);
     expect(server.handler.stats.rejected).toBe(before.rejected + 1);
 
-    first.destroy();
+    for (const stream of streams) stream.destroy();
     await expect.poll(() => server.handler.stats.active, { timeout: 10_000 }).toBe(0);
     const after = server.handler.stats;
-    expect(after.aborted).toBe(before.aborted + 1);
+    expect(after.aborted).toBe(before.aborted + slots);
     expect(after.completed).toBe(before.completed);
     const log = logs.find((l) => l.aborted);
     expect(log).toMatchObject({ path: "/v1/chat/completions", aborted: true, code: "E_ABORTED", stream: true });

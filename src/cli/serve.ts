@@ -26,26 +26,28 @@ interface ServeFlags extends LoadFlags {
   maxBodyMb: number;
   maxQueue: number;
   ui: boolean;
+  metrics: boolean;
 }
 
 export function serveCommand(): Command {
   const command = new Command("serve")
-    .description("serve the model with the OpenAI API (/v1/chat/completions, /v1/models, /health) and a web chat page at /")
+    .description("serve the model with the OpenAI API (/v1/chat/completions, /v1/models, /health), Prometheus metrics at /metrics and a web chat page at /")
     .argument("<model.gguf>", "text model GGUF file");
   addLoadOptions(command);
   command.option("--host <host>", "interface to listen on; 0.0.0.0 for every interface", "127.0.0.1");
   addNumberOption(command, "--port <n>", "port; 0 picks a free one", { integer: true, min: 0, max: 65535 }, 8000);
   command
     .option("--model-name <name>", "model name /v1/models reports (default: the model file's name without .gguf)")
-    .addOption(new Option("--api-key <key>", "require Authorization: Bearer <key> on /v1 endpoints").env("MULTIMODAL_LM_API_KEY"))
+    .addOption(new Option("--api-key <key>", "require Authorization: Bearer <key> on /v1 endpoints and /metrics").env("MULTIMODAL_LM_API_KEY"))
     .option("--allowed-local-media-path <dir>", "let requests read local media files inside this directory (default: none)")
     .option("--allowed-media-domains <hosts>", "let requests fetch media from these hosts (comma-separated or repeated; *.example.com for subdomains)", collectList)
     .option("--allow-all-media-domains", "let requests fetch media from any public host")
     .option("--allowed-private-networks <cidrs>", "private networks media may still come from, e.g. 192.168.1.0/24 (comma-separated or repeated)", collectList);
   addNumberOption(command, "--max-body-mb <n>", "largest request body, in MiB", { positive: true }, 64);
-  addNumberOption(command, "--max-queue <n>", "requests that may wait behind the running one; more get 429", { integer: true, min: 0 }, 16);
+  addNumberOption(command, "--max-queue <n>", "requests that may wait for a free slot (beyond the --parallel slots that run); more get 429", { integer: true, min: 0 }, 16);
   command
     .option("--no-ui", "do not serve the web chat page at /")
+    .option("--no-metrics", "do not serve Prometheus metrics at /metrics")
     .addHelpText("after", "\nExample:\n  multimodal-lm serve model.gguf --port 8080 --allowed-local-media-path ./media")
     .action((model: string, flags: ServeFlags) => serve(model, flags));
   return command;
@@ -91,6 +93,7 @@ async function serve(model: string, flags: ServeFlags): Promise<void> {
       maxBodyBytes: Math.round(flags.maxBodyMb * 1024 * 1024),
       maxQueue: flags.maxQueue,
       ui: flags.ui,
+      metrics: flags.metrics,
       onRequest: (log) => {
         process.stderr.write(`${accessLogLine(log)}\n`);
         // Clients get a generic message for internal errors; the details belong in the log.

@@ -13,6 +13,13 @@ import type { MediaAccess } from "./media-access.js";
 export interface CompletionOutcome {
   promptTokens?: number;
   completionTokens?: number;
+  timeToFirstTokenMs?: number;
+}
+
+function recordResult(outcome: CompletionOutcome, result: GenerateResult): void {
+  outcome.promptTokens = result.usage.promptTokens;
+  outcome.completionTokens = result.usage.completionTokens;
+  outcome.timeToFirstTokenMs = result.timings.timeToFirstTokenMs;
 }
 
 const FINISH_REASON: Record<StopReason, "stop" | "length"> = { eos: "stop", stop: "stop", length: "length", context: "length" };
@@ -83,8 +90,7 @@ export async function runChatCompletion(
 
   if (!request.stream) {
     const result = await lm.chat(chatRequest);
-    outcome.promptTokens = result.usage.promptTokens;
-    outcome.completionTokens = result.usage.completionTokens;
+    recordResult(outcome, result);
     const body = {
       id,
       object: "chat.completion",
@@ -127,8 +133,7 @@ export async function runChatCompletion(
       sse(res, chunk({ content: piece }, null));
     }
     const result = await stream.result;
-    outcome.promptTokens = result.usage.promptTokens;
-    outcome.completionTokens = result.usage.completionTokens;
+    recordResult(outcome, result);
     start();
     sse(res, chunk({}, FINISH_REASON[result.stopReason]));
     if (request.includeUsage) sse(res, { id, object: "chat.completion.chunk", created, model: modelName, choices: [], usage: usageOf(result) });

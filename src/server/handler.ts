@@ -4,6 +4,8 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
 
+import type { Registry } from "prom-client";
+
 import { MultimodalLMError } from "../errors.js";
 import { safeDecode } from "../media/fetch.js";
 import type { MultimodalLM } from "../multimodal-lm.js";
@@ -13,12 +15,13 @@ import { serveChatPage } from "./chat-page.js";
 import { parseChatCompletionRequest } from "./chat-request.js";
 import { HttpError, toHttpFailure } from "./http-errors.js";
 import { MEDIA_ACCESS_OPTION_KEYS, MediaAccess } from "./media-access.js";
+import { createServerMetrics } from "./metrics.js";
 import type { OpenAIHandlerOptions, RequestLog } from "./options.js";
 
 export interface HandlerStats {
   /** Requests seen, of every kind. */
   requests: number;
-  /** Chat completions running or waiting now. */
+  /** Chat completions running or waiting now (reading their body, fetching media, waiting for a slot, generating). */
   active: number;
   /** Chat completions answered in full. */
   completed: number;
@@ -37,6 +40,8 @@ export interface OpenAIHandler {
   readonly stats: HandlerStats;
   /** The name /v1/models reports. */
   readonly modelName: string;
+  /** The prom-client registry GET /metrics answers from (undefined with `metrics: false`); merge it into your own with `Registry.merge`. */
+  readonly metrics: Registry | undefined;
   /** Refuses new requests (503), aborts the running ones, waits for them, and frees the media downloader. */
   close(): Promise<void>;
 }
@@ -44,7 +49,7 @@ export interface OpenAIHandler {
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_QUEUE = 16;
 
-const OPTION_KEYS = ["modelName", "apiKey", "maxBodyBytes", "maxQueue", "onRequest", "ui", ...MEDIA_ACCESS_OPTION_KEYS] as const;
+const OPTION_KEYS = ["modelName", "apiKey", "maxBodyBytes", "maxQueue", "onRequest", "ui", "metrics", ...MEDIA_ACCESS_OPTION_KEYS] as const;
 
 function digest(value: string): Buffer {
   return createHash("sha256").update(value).digest();
@@ -94,7 +99,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 
 /**
  * Creates the handler for an already loaded model. It serves `POST /v1/chat/completions`
- * (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}` and `GET /health`.
+ * (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, `GET /metrics`
+ * (Prometheus) and the chat page at `GET /`.
  *
  * ```ts
  * const lm = await MultimodalLM.load({ model, mmproj });
@@ -108,17 +114,19 @@ interface ResolvedHandlerOptions {
   maxBodyBytes: number;
   maxQueue: number;
   ui: boolean;
+  metrics: boolean;
   access: MediaAccess;
 }
 
 function resolveHandlerOptions(options: unknown): ResolvedHandlerOptions {
   if (!is.object(options)) throw invalidParameter("options", "an object", options);
   rejectUnknownKeys("createOpenAIHandler()", options, OPTION_KEYS);
-  const { modelName, apiKey, onRequest, maxBodyBytes, maxQueue, ui, ...mediaOptions } = options;
+  const { modelName, apiKey, onRequest, maxBodyBytes, maxQueue, ui, metrics, ...mediaOptions } = options;
   if (modelName !== undefined && (!is.string(modelName) || modelName.length === 0)) throw invalidParameter("modelName", "a non-empty string", modelName);
   if (apiKey !== undefined && (!is.string(apiKey) || apiKey.length === 0)) throw invalidParameter("apiKey", "a non-empty string", apiKey);
   if (onRequest !== undefined && !is.fn(onRequest)) throw invalidParameter("onRequest", "a function (log) => void", onRequest);
   if (ui !== undefined && !is.bool(ui)) throw invalidParameter("ui", "a boolean", ui);
+  if (metrics !== undefined && !is.bool(metrics)) throw invalidParameter("metrics", "a boolean", metrics);
   return {
     modelName: modelName as string | undefined,
     apiKey: apiKey as string | undefined,
@@ -126,6 +134,7 @@ function resolveHandlerOptions(options: unknown): ResolvedHandlerOptions {
     maxBodyBytes: optionalInteger("maxBodyBytes", maxBodyBytes, 1, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_BODY_BYTES),
     maxQueue: optionalInteger("maxQueue", maxQueue, 0, 1_000_000, DEFAULT_MAX_QUEUE),
     ui: ui ?? true,
+    metrics: metrics ?? true,
     access: new MediaAccess(mediaOptions),
   };
 }
@@ -136,13 +145,22 @@ export async function checkHandlerOptions(options: OpenAIHandlerOptions): Promis
 }
 
 export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOptions = {}): OpenAIHandler {
-  const { modelName: givenName, apiKey, onRequest, maxBodyBytes, maxQueue, ui, access } = resolveHandlerOptions(options);
+  const { modelName: givenName, apiKey, onRequest, maxBodyBytes, maxQueue, ui, metrics: metricsOn, access } = resolveHandlerOptions(options);
   const modelName = givenName ?? path.basename(lm.files.model).replace(/\.gguf$/i, "");
   const created = Math.floor(Date.now() / 1000);
   const keyDigest = apiKey === undefined ? undefined : digest(apiKey);
   const stats: HandlerStats = { requests: 0, active: 0, completed: 0, aborted: 0, failed: 0, rejected: 0 };
   const running = new Set<{ controller: AbortController; done: Promise<void> }>();
   let closed = false;
+  const metrics = metricsOn ? createServerMetrics(lm, () => ({ active: stats.active })) : undefined;
+  /** Requests decoded together; until the engine reports its slots, one. */
+  const slotCount = (): number => {
+    try {
+      return lm.stats.slots?.total ?? 1;
+    } catch {
+      return 1;
+    }
+  };
 
   // OpenAI's fields, then what the chat page (and any client) needs to know about the model.
   const info = lm.info;
@@ -182,7 +200,8 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
     const route = (req.url ?? "/").split("?")[0]!.replace(/\/+$/, "") || "/";
     const isV1 = route === "/v1" || route.startsWith("/v1/");
     const page = ui && route === "/";
-    const known = page || route === "/health" || route === "/v1/models" || route.startsWith("/v1/models/") || route === "/v1/chat/completions";
+    const metricsRoute = metrics !== undefined && route === "/metrics";
+    const known = page || metricsRoute || route === "/health" || route === "/v1/models" || route.startsWith("/v1/models/") || route === "/v1/chat/completions";
     if (!known && next) {
       next();
       return;
@@ -193,6 +212,12 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
       log.status = res.statusCode;
       log.durationMs = performance.now() - started;
       if (log.status >= 400) stats.failed++;
+      if (route === "/v1/chat/completions" && metrics) {
+        // Tokens and latencies only of completions answered in full.
+        const full = log.code === undefined && log.promptTokens !== undefined;
+        const { status, code, durationMs, promptTokens, completionTokens, timeToFirstTokenMs } = log;
+        metrics.record(full ? { status, durationMs, promptTokens, completionTokens, timeToFirstTokenMs } : { status, code, durationMs });
+      }
       onRequest?.(log);
     };
     const fail = (error: unknown) => {
@@ -212,12 +237,15 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
     // (an aborted generation is known as such after the close).
     const closedResponse = new Promise<void>((resolve) => res.once("close", resolve));
     try {
-      if (isV1 && !authorized(req)) {
+      if ((isV1 || metricsRoute) && !authorized(req)) {
         throw new HttpError(401, "E_UNAUTHORIZED", "Missing or wrong API key. Send it as the header Authorization: Bearer <key> (the server's --api-key).");
       }
       if (!known) {
-        const endpoints = `POST /v1/chat/completions, GET /v1/models${ui ? ", GET /health and the chat page at GET /" : " and GET /health"}`;
-        throw new HttpError(404, "E_NOT_FOUND", `No endpoint ${req.method} ${route}. This server serves ${endpoints}.`);
+        const endpoints = ["POST /v1/chat/completions", "GET /v1/models", "GET /health"];
+        if (metrics) endpoints.push("GET /metrics");
+        if (ui) endpoints.push("the chat page at GET /");
+        const list = `${endpoints.slice(0, -1).join(", ")} and ${endpoints.at(-1)!}`;
+        throw new HttpError(404, "E_NOT_FOUND", `No endpoint ${req.method} ${route}. This server serves ${list}.`);
       }
       const method = route === "/v1/chat/completions" ? "POST" : "GET";
       if (req.method !== method && !(method === "GET" && req.method === "HEAD")) {
@@ -232,6 +260,15 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
         sendJson(res, up ? 200 : 503, { status: up ? "ok" : "unavailable", model: modelName });
         return;
       }
+      if (metricsRoute && metrics) {
+        // Also while shutting down: the last scrape sees the requests being drained.
+        const { contentType, body } = await metrics.scrape();
+        if (!res.headersSent && !res.destroyed) {
+          res.writeHead(200, { "content-type": contentType, "cache-control": "no-store" });
+          res.end(body);
+        }
+        return;
+      }
       if (closed || !lm.isLoaded) throw new HttpError(503, "E_UNAVAILABLE", "The server is shutting down and takes no new requests.");
       if (route === "/v1/models") {
         sendJson(res, 200, { object: "list", data: [modelObject] });
@@ -243,9 +280,15 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
         sendJson(res, 200, modelObject);
         return;
       }
-      if (stats.active >= 1 + maxQueue) {
+      // maxQueue counts the requests waiting for a slot, beyond the ones the slots run.
+      const slots = slotCount();
+      if (stats.active >= slots + maxQueue) {
         stats.rejected++;
-        throw new HttpError(429, "E_QUEUE_FULL", `The server is busy: ${stats.active} requests are running or waiting (the queue holds ${maxQueue}). Retry shortly.`);
+        throw new HttpError(
+          429,
+          "E_QUEUE_FULL",
+          `The server is busy: ${stats.active} requests are running or waiting (${slots} ${slots === 1 ? "slot" : "slots"}, and a queue of ${maxQueue}). Retry shortly.`,
+        );
       }
       await track(log, req, res);
     } catch (error) {
@@ -275,6 +318,7 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
       const outcome = await chatCompletion(req, res, controller.signal, log);
       log.promptTokens = outcome.promptTokens;
       log.completionTokens = outcome.completionTokens;
+      if (outcome.timeToFirstTokenMs !== undefined) log.timeToFirstTokenMs = outcome.timeToFirstTokenMs;
       stats.completed++;
     } catch (error) {
       if (controller.signal.aborted && log.aborted) {
@@ -300,6 +344,7 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
   }) as OpenAIHandler;
   Object.defineProperty(handler, "stats", { get: () => ({ ...stats }) });
   Object.defineProperty(handler, "modelName", { value: modelName });
+  Object.defineProperty(handler, "metrics", { value: metrics?.registry });
   handler.close = async () => {
     closed = true;
     for (const entry of running) entry.controller.abort(new MultimodalLMError("E_UNAVAILABLE", "The server is shutting down."));

@@ -16,6 +16,8 @@ export interface RequestLog {
   stream?: boolean;
   promptTokens?: number;
   completionTokens?: number;
+  /** For a completed chat completion: from the engine starting it to its first sampled token. */
+  timeToFirstTokenMs?: number;
   /** The original error for 500s (E_INTERNAL), so it can be logged; clients only see a generic message. */
   error?: unknown;
 }
@@ -27,12 +29,14 @@ export interface OpenAIHandlerOptions extends MediaAccessOptions {
   apiKey?: string;
   /** Largest request body, in bytes; larger ones get 413. Default 64 MiB. */
   maxBodyBytes?: number;
-  /** Requests that may wait behind the running one; more get 429. Default 16. */
+  /** Requests that may wait for a free slot (beyond the model's `parallel` slots, which run); more get 429. Default 16. */
   maxQueue?: number;
   /** Called after each request with its outcome. */
   onRequest?: (log: RequestLog) => void;
   /** Serve the web chat page at `/` (of the mount path). Default true. */
   ui?: boolean;
+  /** Serve Prometheus metrics at `/metrics` (behind `apiKey` when one is set). Default true. */
+  metrics?: boolean;
 }
 
 export interface ServeOptions extends OpenAIHandlerOptions {
