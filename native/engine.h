@@ -1,13 +1,17 @@
 #pragma once
-// The model and its decode loop: every llama.cpp, common and mtmd call lives here,
-// behind plain C++ structs. No N-API. Everything except formatChat/tokenize runs on
-// the engine's own thread (see worker.h), one request at a time.
+// The model and its engine thread: slots, a queue of requests, and the step loop that decodes
+// every running sequence in one batch (continuous batching, after llama-server's update_slots).
+// Plain C++ structs, no N-API. mtmd is called only from media.cpp.
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "image-cache.h"
@@ -40,6 +44,7 @@ struct LoadParams {
     bool warmup = true;
     uint64_t imageCacheBytes = 0;  // 0: no image embedding cache
     bool reusePrefix = true;       // keep the KV cache between requests and evaluate only what differs
+    int32_t parallel = 1;          // slots: sequences decoded together, sharing one unified KV cache
 };
 
 struct ModelInfo {
@@ -57,6 +62,9 @@ struct ModelInfo {
     bool audio = false;
     bool mrope = false;
     int32_t frameMerge = 1;  // 2: consecutive mergeable frames share one chunk (Qwen-VL video)
+    int32_t parallel = 1;
+    int32_t batchSize = 0;   // llama_n_batch: what one decode takes
+    int32_t ubatchSize = 0;  // llama_n_ubatch: raised for non-causal projectors to hold their largest image
     double loadMs = 0;
 };
 
@@ -139,6 +147,8 @@ struct EmbedResult {
 struct EngineStats {
     ImageCacheStats imageCache;
     uint64_t requests = 0;
+    uint32_t busySlots = 0;
+    uint32_t queued = 0;
     uint64_t reusedPositions = 0;
     uint64_t evaluatedPositions = 0;
 };
@@ -162,50 +172,95 @@ struct ChatMessage {
     std::vector<ChatPart> parts;  // OpenAI-style content parts
 };
 
+class Prompt;
+
+// One generation request and where its output goes. The callbacks run on the engine thread;
+// exactly one of onDone and onFail is called, last.
+struct GenerateJob {
+    GenerateParams params;
+    std::shared_ptr<std::atomic<bool>> abort;
+    std::function<void(const std::string&)> onPiece;
+    std::function<void(GenerateResult&&)> onDone;
+    std::function<void(const CodedError&)> onFail;
+};
+
 class Engine {
  public:
     using Progress = std::function<void(float)>;
-    using Piece = std::function<void(const std::string&)>;
 
     explicit Engine(LogSink* sink);
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
 
-    // The abort flag checked between chunks, between tokens, inside llama_decode and
-    // inside the vision encoder. Set for the duration of one request.
-    void setAbortFlag(const std::atomic<bool>* flag) { abort_.store(flag); }
-
-    ModelInfo load(const LoadParams& params, const Progress& progress);
-    GenerateResult generate(const GenerateParams& params, const Piece& onPiece);
-    EmbedResult embedImage(const Media& media);
-    // Media with empty rgb count as zero-filled images of their size; nothing is encoded.
-    TokenCount countTokens(const std::string& prompt, const std::vector<MediaItem>& media, bool addSpecial);
-    void unload();
-    // Empties the image cache and forgets the KV cache's contents (the next request starts fresh).
-    void clearCaches();
+    // --- from any thread --------------------------------------------------------
+    // Runs `task` on the engine thread between two steps, in the order posted.
+    void post(std::function<void()> task);
+    // Queues a generation; it runs in the first free slot, in order.
+    void submit(std::unique_ptr<GenerateJob> job);
+    // Wakes the engine thread so it sees a newly set abort flag of a queued request.
+    void wake();
+    // Runs what is queued, then ends the engine thread. Running sequences must have been aborted.
+    void stopAndJoin();
     EngineStats stats() const;
 
-    // Read-only; safe on the JS thread while the engine thread decodes.
+    // --- on the engine thread, from a posted task ---------------------------------
+    // `abort` is checked while loading (and while encoding, for embedImage).
+    ModelInfo load(const LoadParams& params, const Progress& progress, const std::atomic<bool>* abort);
+    EmbedResult embedImage(const Media& media, const std::atomic<bool>* abort);
+    // Fails every running and queued request with E_ABORTED, then frees the model.
+    void unload();
+    // Empties the image cache and forgets what the idle slots hold (running ones forget when done).
+    void clearCaches();
+
+    // --- read-only once loaded; safe on any thread while the engine thread decodes ---
+    // Media with empty rgb count as zero-filled images of their size; nothing is encoded.
+    TokenCount countTokens(const std::string& prompt, const std::vector<MediaItem>& media, bool addSpecial) const;
     std::string formatChat(const std::vector<ChatMessage>& messages, bool addGenerationPrompt) const;
     std::vector<int32_t> tokenize(const std::string& text, bool addSpecial, bool parseSpecial) const;
     std::string detokenize(const std::vector<int32_t>& tokens) const;
     bool loaded() const;
 
-    bool aborted() const;
-
  private:
     struct State;
-    void throwIfAborted() const;
+    struct Slot;
+    void run();
+    bool hasWork() const;
+    void step();
+    void admit();
+    void start(Slot& slot);
+    Slot* pickSlot(const Prompt& prompt);
+    bool stepMedia();
+    void stepBatch();
+    void afterLogits(Slot& slot, int32_t index);
+    void finish(Slot& slot, const std::string& stopReason);
+    void fail(Slot& slot, const CodedError& error);
+    void failAll(const CodedError& error);
+    bool freeIdleSlots();
+    void evictLargest();
+    void forget(Slot& slot);
+    bool allAborted(const std::vector<const std::atomic<bool>*>& flags) const;
 
     LogSink* sink_;
-    bool cpuEncoder_ = true;
-    std::atomic<const std::atomic<bool>*> abort_{nullptr};
     ImageCache imageCache_;
     std::atomic<uint64_t> requests_{0};
     std::atomic<uint64_t> reusedPositions_{0};
     std::atomic<uint64_t> evaluatedPositions_{0};
+    std::atomic<uint32_t> busySlots_{0};
+    std::atomic<uint32_t> queued_{0};
+    // The sequences in the llama_decode running now: it is aborted only when all of them are.
+    std::vector<const std::atomic<bool>*> decodeFlags_;
     std::unique_ptr<State> state_;
+
+    // The queue between other threads and the engine thread.
+    mutable std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<std::function<void()>> tasks_;
+    std::deque<std::unique_ptr<GenerateJob>> incoming_;
+    bool stopping_ = false;
+    // Engine-thread only.
+    std::deque<std::unique_ptr<GenerateJob>> pending_;
+    std::thread thread_;  // last: starts after the members it uses exist
 };
 
 }  // namespace mmlm

@@ -166,7 +166,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Value stopForExit(const Napi::CallbackInfo& info) {
         disposing_ = true;
         for (auto& entry : requests_) entry.second->store(true);
-        if (worker_) worker_->stopAndJoin();
+        if (counter_) counter_->stopAndJoin();
+        if (engine_) engine_->stopAndJoin();
         return info.Env().Undefined();
     }
 
@@ -188,9 +189,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     }
 
     void finishDispose() {
-        if (worker_) worker_->stopAndJoin();  // the unload job was the last one; this returns at once
-        worker_.reset();
-        engine_.reset();
+        counter_.reset();  // runs what it has queued first
+        engine_.reset();   // the unload task was the last one; this returns at once
         if (logFn_) {
             logFn_.Release();
             logFn_ = Napi::ThreadSafeFunction();
@@ -212,10 +212,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         return false;
     }
 
-    // Queues `work` on the engine thread as request `id`; the promise settles with
-    // its result. `work` gets an Emitter for progress and pieces.
-    template <typename Work>
-    Napi::Value schedule(const Napi::CallbackInfo& info, uint32_t id, Napi::Function callback, Work work) {
+    // Makes request `id`: its abort flag, its promise, and the thread-safe function that
+    // carries its events to `callback` and settles the promise.
+    struct Request {
+        std::shared_ptr<std::atomic<bool>> flag;
+        OpFunction fn;
+        Napi::Promise promise;
+    };
+    Request makeRequest(const Napi::CallbackInfo& info, uint32_t id, Napi::Function callback) {
         Napi::Env env = info.Env();
         auto flag = std::make_shared<std::atomic<bool>>(false);
         requests_[id] = flag;
@@ -224,32 +228,48 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         Napi::Promise promise = ctx->deferred.Promise();
         OpFunction fn = OpFunction::New(env, callback, "multimodal-lm", 0, 1, ctx,
                                         [](Napi::Env, void*, OpContext* c) { delete c; });
+        return {flag, fn, promise};
+    }
+
+    // The last event of a request: its failure (an abort caused by dispose() reads as E_DISPOSED).
+    static Event* failure(const CodedError& e, const std::atomic<bool>& disposing) {
+        auto* event = new Event{Event::Kind::Fail, 0, e.what(), {}, e.code()};
+        if (event->code == "E_ABORTED" && disposing.load()) {
+            event->code = "E_DISPOSED";
+            event->text = "the model was disposed while this request was running";
+        }
+        return event;
+    }
+
+    // Runs `work` as request `id` on `runner` (the engine thread between steps, or the counting
+    // thread); the promise settles with its result. `work` gets an Emitter for progress and the
+    // request's abort flag.
+    template <typename Post, typename Work>
+    Napi::Value schedule(const Napi::CallbackInfo& info, uint32_t id, Napi::Function callback, Post runner, Work work) {
+        Request r = makeRequest(info, id, callback);
         Engine* engine = engine_.get();
         std::atomic<bool>* disposing = &disposing_;
-        worker_->post([engine, disposing, fn, flag, work]() mutable {
+        runner([engine, disposing, fn = r.fn, flag = r.flag, work]() mutable {
             Emitter emit(fn);
-            auto* event = new Event{Event::Kind::Done, 0, {}, {}, {}};
-            engine->setAbortFlag(flag.get());
+            Event* event = nullptr;
             try {
-                event->value = work(*engine, emit);
+                event = new Event{Event::Kind::Done, 0, {}, work(*engine, emit, flag.get()), {}};
             } catch (const CodedError& e) {
-                event->kind = Event::Kind::Fail;
-                event->code = e.code();
-                event->text = e.what();
+                event = failure(e, *disposing);
             } catch (const std::exception& e) {
-                event->kind = Event::Kind::Fail;
-                event->code = "E_ENGINE";
-                event->text = std::string("Unknown error in the native engine: ") + e.what();
-            }
-            engine->setAbortFlag(nullptr);
-            if (event->kind == Event::Kind::Fail && event->code == "E_ABORTED" && disposing->load()) {
-                event->code = "E_DISPOSED";
-                event->text = "the model was disposed while this request was running";
+                event = failure(CodedError("E_ENGINE", std::string("Unknown error in the native engine: ") + e.what()),
+                                *disposing);
             }
             emit.send(event);
             fn.Release();
         });
-        return promise;
+        return r.promise;
+    }
+    template <typename Work>
+    Napi::Value schedule(const Napi::CallbackInfo& info, uint32_t id, Napi::Function callback, Work work) {
+        Engine* engine = engine_.get();
+        return schedule(
+            info, id, callback, [engine](std::function<void()> task) { engine->post(std::move(task)); }, work);
     }
 
     Napi::Value load(const Napi::CallbackInfo& info) {
@@ -296,13 +316,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         if (cacheBytes.IsNumber())
             p.imageCacheBytes = static_cast<uint64_t>(cacheBytes.As<Napi::Number>().Int64Value());
         p.reusePrefix = getBool(o, "reusePrefix", p.reusePrefix);
+        p.parallel = getInt(o, "parallel", p.parallel);
 
         engine_ = std::make_unique<Engine>(sink_.get());
-        worker_ = std::make_unique<Worker>();
+        counter_ = std::make_unique<Worker>();
         loading_ = true;
         loadId_ = id;
-        return schedule(info, id, onProgress, [p](Engine& engine, Emitter& emit) {
-            ModelInfo mi = engine.load(p, [&emit](float v) { emit.progress(v); });
+        return schedule(info, id, onProgress, [p](Engine& engine, Emitter& emit, const std::atomic<bool>* abort) {
+            ModelInfo mi = engine.load(
+                p, [&emit](float v) { emit.progress(v); }, abort);
             return std::function<Napi::Value(Napi::Env)>([mi](Napi::Env env) -> Napi::Value {
                 Napi::Object out = Napi::Object::New(env);
                 out.Set("contextSize", mi.contextSize);
@@ -319,6 +341,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                 out.Set("audio", mi.audio);
                 out.Set("mrope", mi.mrope);
                 out.Set("frameMerge", mi.frameMerge);
+                out.Set("parallel", mi.parallel);
+                out.Set("batchSize", mi.batchSize);
+                out.Set("ubatchSize", mi.ubatchSize);
                 out.Set("loadMs", mi.loadMs);
                 return out;
             });
@@ -351,31 +376,49 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             Napi::Array a = stop.As<Napi::Array>();
             for (uint32_t i = 0; i < a.Length(); ++i) p->stop.push_back(a.Get(i).As<Napi::String>().Utf8Value());
         }
-        return schedule(info, id, info[2].As<Napi::Function>(), [p](Engine& engine, Emitter& emit) {
-            GenerateResult r = engine.generate(*p, [&emit](const std::string& piece) { emit.piece(piece); });
-            return std::function<Napi::Value(Napi::Env)>([r](Napi::Env env) -> Napi::Value {
-                Napi::Object out = Napi::Object::New(env);
-                out.Set("text", r.text);
-                out.Set("stopReason", r.stopReason);
-                out.Set("promptTokens", r.promptTokens);
-                out.Set("promptPositions", r.promptPositions);
-                out.Set("mediaTokens", r.mediaTokens);
-                out.Set("mediaChunks", r.mediaChunks);
-                out.Set("completionTokens", r.completionTokens);
-                out.Set("encodeMs", r.encodeMs);
-                out.Set("promptMs", r.promptMs);
-                out.Set("generationMs", r.generationMs);
-                out.Set("timeToFirstTokenMs", r.timeToFirstTokenMs);
-                out.Set("totalMs", r.totalMs);
-                out.Set("reusedPositions", r.reusedPositions);
-                out.Set("reusedTokens", r.reusedTokens);
-                out.Set("evaluatedPositions", r.evaluatedPositions);
-                out.Set("imageCacheHits", r.imageCacheHits);
-                out.Set("imageCacheMisses", r.imageCacheMisses);
-                out.Set("encodedChunks", r.encodedChunks);
-                return out;
-            });
-        });
+        Request r = makeRequest(info, id, info[2].As<Napi::Function>());
+        auto job = std::make_unique<GenerateJob>();
+        job->params = std::move(*p);
+        job->abort = r.flag;
+        Emitter emit(r.fn);
+        OpFunction fn = r.fn;
+        std::atomic<bool>* disposing = &disposing_;
+        job->onPiece = [emit](const std::string& piece) { emit.piece(piece); };
+        job->onDone = [emit, fn](GenerateResult&& result) mutable {
+            auto shared = std::make_shared<GenerateResult>(std::move(result));
+            emit.send(new Event{
+                Event::Kind::Done, 0, {}, [shared](Napi::Env env) { return resultObject(env, *shared); }, {}});
+            fn.Release();
+        };
+        job->onFail = [emit, fn, disposing](const CodedError& e) mutable {
+            emit.send(failure(e, *disposing));
+            fn.Release();
+        };
+        engine_->submit(std::move(job));
+        return r.promise;
+    }
+
+    static Napi::Value resultObject(Napi::Env env, const GenerateResult& r) {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("text", r.text);
+        out.Set("stopReason", r.stopReason);
+        out.Set("promptTokens", r.promptTokens);
+        out.Set("promptPositions", r.promptPositions);
+        out.Set("mediaTokens", r.mediaTokens);
+        out.Set("mediaChunks", r.mediaChunks);
+        out.Set("completionTokens", r.completionTokens);
+        out.Set("encodeMs", r.encodeMs);
+        out.Set("promptMs", r.promptMs);
+        out.Set("generationMs", r.generationMs);
+        out.Set("timeToFirstTokenMs", r.timeToFirstTokenMs);
+        out.Set("totalMs", r.totalMs);
+        out.Set("reusedPositions", r.reusedPositions);
+        out.Set("reusedTokens", r.reusedTokens);
+        out.Set("evaluatedPositions", r.evaluatedPositions);
+        out.Set("imageCacheHits", r.imageCacheHits);
+        out.Set("imageCacheMisses", r.imageCacheMisses);
+        out.Set("encodedChunks", r.encodedChunks);
+        return out;
     }
 
     Napi::Value embedImage(const Napi::CallbackInfo& info) {
@@ -383,21 +426,22 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         if (!guard(env, true)) return env.Undefined();
         const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
         auto media = std::make_shared<Media>(readMedia(info[1].As<Napi::Object>()));
-        return schedule(info, id, info[2].As<Napi::Function>(), [media](Engine& engine, Emitter&) {
-            auto r = std::make_shared<EmbedResult>(engine.embedImage(*media));
-            return std::function<Napi::Value(Napi::Env)>([r](Napi::Env env) -> Napi::Value {
-                Napi::Float32Array data = Napi::Float32Array::New(env, r->data.size());
-                std::copy(r->data.begin(), r->data.end(), data.Data());
-                Napi::Object out = Napi::Object::New(env);
-                out.Set("data", data);
-                out.Set("tokens", r->tokens);
-                out.Set("embeddingSize", r->embeddingSize);
-                out.Set("chunks", r->chunks);
-                out.Set("imageCacheHits", r->imageCacheHits);
-                out.Set("encodeMs", r->encodeMs);
-                return out;
-            });
-        });
+        return schedule(info, id, info[2].As<Napi::Function>(),
+                        [media](Engine& engine, Emitter&, const std::atomic<bool>* abort) {
+                            auto r = std::make_shared<EmbedResult>(engine.embedImage(*media, abort));
+                            return std::function<Napi::Value(Napi::Env)>([r](Napi::Env env) -> Napi::Value {
+                                Napi::Float32Array data = Napi::Float32Array::New(env, r->data.size());
+                                std::copy(r->data.begin(), r->data.end(), data.Data());
+                                Napi::Object out = Napi::Object::New(env);
+                                out.Set("data", data);
+                                out.Set("tokens", r->tokens);
+                                out.Set("embeddingSize", r->embeddingSize);
+                                out.Set("chunks", r->chunks);
+                                out.Set("imageCacheHits", r->imageCacheHits);
+                                out.Set("encodeMs", r->encodeMs);
+                                return out;
+                            });
+                        });
     }
 
     Napi::Value countTokens(const Napi::CallbackInfo& info) {
@@ -407,25 +451,28 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         std::string prompt = info[1].As<Napi::String>().Utf8Value();
         auto media = std::make_shared<std::vector<MediaItem>>(readMediaItems(info[2]));
         const bool addSpecial = info[3].As<Napi::Boolean>().Value();
-        return schedule(info, id, info[4].As<Napi::Function>(), [prompt, media, addSpecial](Engine& engine, Emitter&) {
-            TokenCount c = engine.countTokens(prompt, *media, addSpecial);
-            return std::function<Napi::Value(Napi::Env)>([c](Napi::Env env) -> Napi::Value {
-                Napi::Object out = Napi::Object::New(env);
-                out.Set("tokens", c.tokens);
-                out.Set("positions", c.positions);
-                out.Set("textTokens", c.textTokens);
-                out.Set("mediaTokens", c.mediaTokens);
-                out.Set("mediaChunks", c.mediaChunks);
-                return out;
-            });
-        });
+        Worker* counter = counter_.get();
+        auto onCounter = [counter](std::function<void()> task) { counter->post(std::move(task)); };
+        return schedule(info, id, info[4].As<Napi::Function>(), onCounter,
+                        [prompt, media, addSpecial](Engine& engine, Emitter&, const std::atomic<bool>*) {
+                            TokenCount c = engine.countTokens(prompt, *media, addSpecial);
+                            return std::function<Napi::Value(Napi::Env)>([c](Napi::Env env) -> Napi::Value {
+                                Napi::Object out = Napi::Object::New(env);
+                                out.Set("tokens", c.tokens);
+                                out.Set("positions", c.positions);
+                                out.Set("textTokens", c.textTokens);
+                                out.Set("mediaTokens", c.mediaTokens);
+                                out.Set("mediaChunks", c.mediaChunks);
+                                return out;
+                            });
+                        });
     }
 
     Napi::Value clearCaches(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         if (!guard(env, true)) return env.Undefined();
         const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
-        return schedule(info, id, info[1].As<Napi::Function>(), [](Engine& engine, Emitter&) {
+        return schedule(info, id, info[1].As<Napi::Function>(), [](Engine& engine, Emitter&, const std::atomic<bool>*) {
             engine.clearCaches();
             return std::function<Napi::Value(Napi::Env)>([](Napi::Env env) -> Napi::Value { return env.Undefined(); });
         });
@@ -446,6 +493,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         cache.Set("capacityBytes", number(st.imageCache.capacityBytes));
         Napi::Object out = Napi::Object::New(env);
         out.Set("requests", number(st.requests));
+        out.Set("busySlots", number(st.busySlots));
+        out.Set("queued", number(st.queued));
         out.Set("reusedPositions", number(st.reusedPositions));
         out.Set("evaluatedPositions", number(st.evaluatedPositions));
         out.Set("imageCache", cache);
@@ -454,7 +503,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
     Napi::Value cancel(const Napi::CallbackInfo& info) {
         auto it = requests_.find(info[0].As<Napi::Number>().Uint32Value());
-        if (it != requests_.end()) it->second->store(true);
+        if (it != requests_.end()) {
+            it->second->store(true);
+            if (engine_) engine_->wake();
+        }
         return info.Env().Undefined();
     }
 
@@ -511,7 +563,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     // Aborts running and queued requests, then frees the model on the engine thread.
     Napi::Value dispose(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
-        if (disposed_ || !worker_) {
+        if (disposed_ || !engine_) {
             shutdown();
             Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
             d.Resolve(env.Undefined());
@@ -520,11 +572,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
         disposing_ = true;
         for (auto& entry : requests_) entry.second->store(true);
-        Napi::Value promise = schedule(info, id, info[1].As<Napi::Function>(), [](Engine& engine, Emitter&) {
-            engine.setAbortFlag(nullptr);
-            engine.unload();
-            return std::function<Napi::Value(Napi::Env)>([](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-        });
+        Napi::Value promise =
+            schedule(info, id, info[1].As<Napi::Function>(), [](Engine& engine, Emitter&, const std::atomic<bool>*) {
+                engine.unload();
+                return std::function<Napi::Value(Napi::Env)>(
+                    [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+            });
         disposed_ = true;
         disposeId_ = id;
         return promise;
@@ -541,7 +594,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     napi_env env_;
     std::unique_ptr<LogSink> sink_;
     std::unique_ptr<Engine> engine_;
-    std::unique_ptr<Worker> worker_;
+    std::unique_ptr<Worker> counter_;                                  // countTokens: never waits behind a generation
     std::map<uint32_t, std::shared_ptr<std::atomic<bool>>> requests_;  // JS thread only
     Napi::ThreadSafeFunction logFn_;
     std::atomic<bool> disposing_{false};

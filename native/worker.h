@@ -1,6 +1,6 @@
 #pragma once
-// The engine thread: runs queued jobs one at a time, in order. A future version
-// decodes several sequences per step from the same queue.
+// A thread that runs queued jobs one at a time, in order. countTokens runs on one, so that
+// counting never waits behind a generation on the engine thread (engine.h).
 #include <condition_variable>
 #include <deque>
 #include <functional>

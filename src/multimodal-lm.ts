@@ -142,6 +142,10 @@ export interface GenerateResult {
 export interface ModelStats {
   /** Generating requests that reached the engine. */
   requests: number;
+  /** Slots (`parallel`) and how many run a request now. */
+  slots: { total: number; busy: number };
+  /** Generation requests waiting for a free slot. */
+  queued: number;
   /** KV prefix reuse: prompt positions taken from the cache, and evaluated, over all requests. */
   prefix: { reusedPositions: number; evaluatedPositions: number };
   /** The image embedding cache. `bytes` counts the embeddings held; `capacityBytes` is the bound. */
@@ -481,8 +485,8 @@ export class MultimodalLM implements AsyncDisposable {
 
   /** Cumulative cache and request counters; cheap to read, also while a request runs. */
   get stats(): ModelStats {
-    const { requests, reusedPositions, evaluatedPositions, imageCache } = this.loadedNative().stats();
-    return { requests, prefix: { reusedPositions, evaluatedPositions }, imageCache };
+    const { requests, busySlots, queued, reusedPositions, evaluatedPositions, imageCache } = this.loadedNative().stats();
+    return { requests, slots: { total: this.loaded().parallel, busy: busySlots }, queued, prefix: { reusedPositions, evaluatedPositions }, imageCache };
   }
 
   /**

@@ -50,6 +50,8 @@ export interface NativeLoadOptions {
   mmproj: string;
   chatTemplate?: string;
   contextSize: number;
+  /** Slots (sequences decoded together). */
+  parallel: number;
   threads: number;
   batchSize: number;
   gpuLayers: number;
@@ -80,6 +82,12 @@ export interface NativeModelInfo {
   mrope: boolean;
   /** 2 when consecutive video frames are merged in pairs into one chunk (Qwen-VL); otherwise 1. */
   frameMerge: number;
+  /** Slots: sequences decoded together. */
+  parallel: number;
+  /** Tokens one batch (and one sequence's prompt step) holds: llama_n_batch. */
+  batchSize: number;
+  /** Micro-batch size (llama_n_ubatch): raised for projectors that decode an image in one micro-batch. */
+  ubatchSize: number;
   loadMs: number;
 }
 
@@ -151,6 +159,10 @@ export interface NativeEmbedResult {
 
 export interface NativeStats {
   requests: number;
+  /** Slots running a request now. */
+  busySlots: number;
+  /** Generation requests waiting for a free slot. */
+  queued: number;
   reusedPositions: number;
   evaluatedPositions: number;
   imageCache: { hits: number; misses: number; evictions: number; entries: number; bytes: number; capacityBytes: number };

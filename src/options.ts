@@ -23,8 +23,17 @@ export interface LoadOptions {
   model: string;
   /** Path of the multimodal projector GGUF (mmproj) that belongs to the model. */
   mmproj: string;
-  /** Context window in tokens. Default: the model's trained context, at most 8192. */
+  /**
+   * Context window in tokens, shared by all slots (see `parallel`): one request may fill all of it
+   * when it runs alone. Default: the model's trained context, at most 8192.
+   */
   contextSize?: number;
+  /**
+   * Slots: how many requests decode together in one batch (continuous batching). More concurrent
+   * calls wait in order for a free slot. The slots share one KV cache of `contextSize` tokens, so
+   * a slot costs no KV memory of its own. Default 4, as llama-server; 1 runs one request at a time.
+   */
+  parallel?: number;
   /** CPU threads. Default: the number of physical cores. */
   threads?: number;
   /** Logical batch size for prompt processing. Default 2048. */
@@ -73,6 +82,7 @@ const LOAD_KEYS = [
   "model",
   "mmproj",
   "contextSize",
+  "parallel",
   "threads",
   "batchSize",
   "gpuLayers",
@@ -94,6 +104,9 @@ const LOAD_KEYS = [
 
 /** Default bound of the image embedding cache: 128 MiB. */
 export const DEFAULT_IMAGE_CACHE_BYTES = 128 * 1024 * 1024;
+/** llama-server's default slot count. */
+export const DEFAULT_PARALLEL = 4;
+export const MAX_PARALLEL = 64;
 
 const LOG_LEVELS: Record<LogLevel, number> = { none: 0, debug: 1, info: 2, warn: 3, error: 4 };
 export const LOG_LEVEL_NAMES: Record<number, Exclude<LogLevel, "none">> = { 1: "debug", 2: "info", 3: "warn", 4: "error" };
@@ -161,6 +174,7 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
       mmproj: o.mmproj!,
       ...(o.chatTemplate !== undefined ? { chatTemplate: o.chatTemplate } : {}),
       contextSize: optionalInteger("contextSize", o.contextSize, 16, 1 << 24, 0),
+      parallel: optionalInteger("parallel", o.parallel, 1, MAX_PARALLEL, DEFAULT_PARALLEL),
       threads: optionalInteger("threads", o.threads, 1, 1024, -1),
       batchSize: optionalInteger("batchSize", o.batchSize, 32, 1 << 20, 2048),
       gpuLayers,

@@ -451,7 +451,7 @@ describe("lifecycle", () => {
   });
 
   it("dispose aborts running and queued requests", async () => {
-    const lm = await MultimodalLM.load({ model: smol.model, mmproj: smol.mmproj });
+    const lm = await MultimodalLM.load({ model: smol.model, mmproj: smol.mmproj, parallel: 1 });
     const running = rejection(lm.generate({ prompt: "Go on", maxTokens: 1_000_000, ignoreEos: true }));
     const queued = rejection(lm.generate({ prompt: "Next", maxTokens: 4 }));
     await new Promise((r) => setTimeout(r, 50));

@@ -60,6 +60,7 @@ export function collectList(value: string, previous: string[] | undefined): stri
 export interface LoadFlags {
   mmproj?: string;
   ctxSize?: number;
+  parallel?: number;
   threads?: number;
   gpuLayers?: number | "auto";
   imageCacheMb?: number;
@@ -89,7 +90,8 @@ export function addModelOption(command: Command): Command {
 
 export function addLoadOptions(command: Command): Command {
   command.option("--mmproj <gguf>", "multimodal projector GGUF (default: the mmproj*.gguf beside the model)");
-  addNumberOption(command, "--ctx-size <n>", "context window in tokens (default: the model's, at most 8192)", { integer: true, min: 16 });
+  addNumberOption(command, "--ctx-size <n>", "context window in tokens, shared by the slots (default: the model's, at most 8192)", { integer: true, min: 16 });
+  addNumberOption(command, "--parallel <n>", "slots: requests decoded together (default: 4)", { integer: true, min: 1, max: 64 });
   addNumberOption(command, "--threads <n>", "CPU threads (default: the physical cores)", { integer: true, min: 1 });
   addNumberOption(command, "--gpu-layers <n|auto>", 'text-model layers to offload to the GPU (default: "auto", all)', { integer: true, min: 0, words: ["auto"] });
   addNumberOption(command, "--image-cache-mb <n>", "bound of the image embedding cache in MiB; 0 turns it off (default: 128)", { min: 0 });
@@ -121,6 +123,7 @@ function defined<T extends object>(object: T): T {
 export function loadOptionsFrom(flags: LoadFlags): Omit<LoadOptions, "model" | "mmproj"> {
   return defined({
     contextSize: flags.ctxSize,
+    parallel: flags.parallel,
     threads: flags.threads,
     gpuLayers: flags.gpuLayers,
     imageCacheBytes: flags.imageCacheMb === undefined ? undefined : Math.round(flags.imageCacheMb * 1024 * 1024),
