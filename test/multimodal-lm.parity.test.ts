@@ -27,7 +27,7 @@ function writeImage(name: string, width: number, height: number, seed: number): 
   return { file, rgb, png };
 }
 
-describe.each(["qwen2vl-tiny", "smolvlm-tiny"] as const)("parity with llama-mtmd-cli: %s", (recipe) => {
+describe.each(["qwen2vl-tiny", "smolvlm-tiny", "gemma3-tiny"] as const)("parity with llama-mtmd-cli: %s", (recipe) => {
   let files: TestModelFiles;
   let lm: MultimodalLM;
   beforeAll(async () => {
@@ -107,5 +107,23 @@ describe("parity with llama-mtmd-cli: qwen2vl-tiny, two images in one message", 
     expect(swapped.text).not.toBe(ref);
     // M-RoPE: an image takes fewer positions than tokens.
     expect(r.usage.promptTokens).toBeGreaterThan((await lm.countTokens("Compare these images.", [a, b])).positions);
+  });
+});
+
+describe("parity with llama-mtmd-cli: gemma3-tiny, two images in one message", () => {
+  it("matches the CLI given both images, each decoded with non-causal attention", async () => {
+    const files = await ensureTestModel("gemma3-tiny");
+    const a = writeImage("gemma-two-a.png", 84, 84, 5).file;
+    const b = writeImage("gemma-two-b.png", 112, 56, 6).file;
+    await using lm = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj });
+    const ref = runReference({ model: files.model, mmproj: files.mmproj, images: [a, b], prompt: "Compare these images.", nPredict: N }).text;
+    const r = await lm.generate({ prompt: "Compare these images.", images: [a, b], ...greedy });
+    expect(r.text).toBe(ref);
+    const swapped = await lm.generate({ prompt: "Compare these images.", images: [b, a], ...greedy });
+    expect(swapped.text).not.toBe(ref);
+    // Every image is resized to 224 px: 16 tokens, one position each, between <start_of_image> and <end_of_image>.
+    const count = await lm.countTokens("Compare these images.", [a, b]);
+    expect(count).toMatchObject({ mediaChunks: 2, mediaTokens: 32 });
+    expect(count.positions).toBe(count.tokens);
   });
 });

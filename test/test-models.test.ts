@@ -11,11 +11,13 @@ import { MultimodalLMError } from "../src/errors.js";
 import { GGMLType } from "../src/gguf/index.js";
 import {
   BYTE_TO_CHAR,
+  GEMMA3_CHAT_TEMPLATE,
   MERGE_CORPUS,
   QWEN2VL_CHAT_TEMPLATE,
   RECIPES,
   SMOLVLM_CHAT_TEMPLATE,
   buildRecipe,
+  byteToken,
   ensureTestModel,
   testModelKey,
   toByteLevel,
@@ -263,6 +265,106 @@ describe("qwen2vl-tiny with two images", () => {
   });
 });
 
+describe("gemma3-tiny", () => {
+  let files: TestModelFiles;
+  beforeAll(async () => {
+    files = await ensureTestModel("gemma3-tiny");
+  });
+
+  it("is a few MB with Gemma's SentencePiece vocabulary, chat template, sliding window and projector", async () => {
+    const size = fs.statSync(files.model).size + fs.statSync(files.mmproj).size;
+    expect(size).toBeGreaterThan(1e6);
+    expect(size).toBeLessThan(20e6);
+    const text = await metadataOf(files.model);
+    expect(text.value("general.architecture")).toBe("gemma3");
+    expect(text.value("tokenizer.ggml.model")).toBe("llama");
+    expect(text.value("tokenizer.chat_template")).toBe(GEMMA3_CHAT_TEMPLATE);
+    expect(text.value("tokenizer.ggml.add_bos_token")).toBe(true);
+    expect(text.value("tokenizer.ggml.add_space_prefix")).toBe(false);
+    const tokens = text.value("tokenizer.ggml.tokens") as string[];
+    expect(new Set(tokens).size).toBe(tokens.length);
+    expect((text.value("tokenizer.ggml.scores") as number[]).length).toBe(tokens.length);
+    expect(tokens.slice(0, 4)).toEqual(["<pad>", "<eos>", "<bos>", "<unk>"]);
+    expect(text.value("tokenizer.ggml.bos_token_id")).toBe(2);
+    expect(text.value("tokenizer.ggml.eos_token_id")).toBe(1);
+    for (const s of ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>", "\n", "\u2581the"]) {
+      expect(tokens).toContain(s);
+    }
+    for (let b = 0; b < 256; b++) expect(tokens).toContain(byteToken(b));
+    // Heads do not split n_embd (as in Gemma 3): 2 heads of 64 in a 256-wide model; layer 0 local, layer 1 global.
+    expect(text.value("gemma3.attention.key_length")).toBe(64);
+    expect(text.value("gemma3.attention.sliding_window")).toBe(512);
+    expect(text.value("gemma3.attention.sliding_window_pattern")).toBe(2);
+    const shape = (name: string) => text.tensorInfos.find((t) => t.name === name)?.shape.map(Number);
+    expect(shape("blk.0.attn_q.weight")).toEqual([256, 128]);
+    expect(shape("blk.0.attn_output.weight")).toEqual([128, 256]);
+    for (const name of ["attn_q_norm", "attn_k_norm"]) expect(shape(`blk.1.${name}.weight`)).toEqual([64]);
+    for (const name of ["post_attention_norm", "post_ffw_norm"]) expect(shape(`blk.1.${name}.weight`)).toEqual([256]);
+
+    const mmproj = await metadataOf(files.mmproj);
+    expect(mmproj.value("clip.projector_type")).toBe("gemma3");
+    expect(mmproj.value("clip.vision.image_size")).toBe(224);
+    expect(mmproj.value("clip.vision.patch_size")).toBe(14);
+    expect(mmproj.value("clip.use_gelu")).toBe(true);
+    // Pooling 4 is libmtmd's default for gemma3; the converter writes the key only for other values.
+    expect(mmproj.value("clip.vision.projector.scale_factor")).toBeUndefined();
+    const projection = mmproj.tensorInfos.find((t) => t.name === "mm.input_projection.weight");
+    expect(projection?.shape.map(Number)).toEqual([256, 128]);
+    expect(projection?.dtype as number).toBe(GGMLType.F16);
+    expect(mmproj.tensorInfos.find((t) => t.name === "v.position_embd.weight")?.shape.map(Number)).toEqual([128, 16 * 16]);
+  });
+
+  it("imageSize sets the projector's image size; recipes with tiling or dynamic sizes refuse it", async () => {
+    const { build, options } = buildRecipe("gemma3-tiny", { imageSize: 448 });
+    expect(options.imageSize).toBe(448);
+    fs.writeFileSync(path.join(tmp, "gemma3-448.header.gguf"), build.mmproj.encodeHeader());
+    const mmproj = await metadataOf(path.join(tmp, "gemma3-448.header.gguf"));
+    expect(mmproj.value("clip.vision.image_size")).toBe(448);
+    expect(mmproj.tensorInfos.find((t) => t.name === "v.position_embd.weight")?.shape.map(Number)).toEqual([128, 32 * 32]);
+    expect(testModelKey("gemma3-tiny", { imageSize: 448 })).not.toBe(testModelKey("gemma3-tiny"));
+    expect(testModelKey("gemma3-tiny", { imageSize: 224 })).toBe(testModelKey("gemma3-tiny"));
+    expect(buildRecipe("qwen2vl-tiny", { imageSize: 560 }).options.imageSize).toBe(560);
+    const bad: [() => unknown, RegExp][] = [
+      [() => buildRecipe("gemma3-tiny", { imageSize: 100 }), /multiple of 56 up to 3584 for imageSize but received 100/],
+      [() => buildRecipe("gemma3-tiny", { imageSize: 0 }), /for imageSize/],
+      [() => buildRecipe("gemma3-tiny", { imageSize: 56 * 65 }), /for imageSize/],
+      [() => buildRecipe("qwen2vl-tiny", { imageSize: 448 }), /qwen2vl-tiny has a fixed imageSize \(560\)/],
+    ];
+    for (const [fn, message] of bad) {
+      expect(fn).toThrow(MultimodalLMError);
+      expect(fn).toThrow(message);
+    }
+  });
+
+  it("generates 16 printable tokens on an image with the reference llama-mtmd-cli, identically twice", () => {
+    const prompt = "Describe this image.";
+    const first = runReference({ model: files.model, mmproj: files.mmproj, images: [image], prompt });
+    const second = runReference({ model: files.model, mmproj: files.mmproj, images: [image], prompt });
+    expect(first.text).toMatch(/^[\x20-\x7e]{16,}$/);
+    expect(second.text).toBe(first.text);
+    const other = runReference({ model: files.model, mmproj: files.mmproj, images: [otherImage], prompt });
+    expect(other.text).not.toBe(first.text);
+  });
+
+  it("generates with a Q8_0 text model and an F16 projector", async () => {
+    const q8 = await ensureTestModel("gemma3-tiny", { textType: "q8_0", visionType: "f16" });
+    const info = await metadataOf(q8.model);
+    expect(info.tensorInfos.find((t) => t.name === "blk.0.ffn_up.weight")?.dtype).toBe(GGMLType.Q8_0);
+    const run = runReference({ model: q8.model, mmproj: q8.mmproj, images: [image], prompt: "Describe this image." });
+    expect(run.text).toMatch(/^[\x20-\x7e]{16,}$/);
+  });
+
+  it("the multibyte head lets out only the byte-fallback tokens of two-byte characters", async () => {
+    const mb = await ensureTestModel("gemma3-tiny", { head: "multibyte" });
+    const run = runReference({ model: mb.model, mmproj: mb.mmproj, images: [image], prompt: "Describe this image." });
+    const bytes = Buffer.from(run.text, "utf8");
+    expect(run.text.length).toBeGreaterThan(0);
+    // Valid pairs decode to é, û, Ω, λ; invalid sequences come out as U+FFFD.
+    expect(run.text).toMatch(/^[\u00e9\u00fb\u03a9\u03bb\ufffd]+$/);
+    expect(bytes.length).toBeGreaterThan(0);
+  });
+});
+
 describe("test-model CLI", () => {
   const cli = path.join(packageRoot, "lib", "test-models", "cli.js");
   const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8" });
@@ -303,6 +405,9 @@ describe("test-model CLI", () => {
     [["nope"], /Unknown test-model recipe "nope"/],
     [["qwen2vl-tiny", "--seed", "x"], /Expected an integer for --seed but received "x"/],
     [["qwen2vl-tiny", "--text-type", "q4_0"], /for textType/],
+    [["gemma3-tiny", "--image-size", "x"], /Expected an integer for --image-size but received "x"/],
+    [["gemma3-tiny", "--image-size", "100"], /multiple of 56 up to 3584 for imageSize/],
+    [["qwen2vl-tiny", "--image-size", "448"], /fixed imageSize/],
     [[], /Expected exactly one recipe name/],
     [["qwen2vl-tiny", "--bogus"], /Unknown option '--bogus'/],
   ])("fails with a usage error for %j", (args, message) => {

@@ -6,9 +6,12 @@
 /** llama.cpp `llama_token_type` values written to `tokenizer.ggml.token_type`. */
 export enum TokenType {
   NORMAL = 1,
+  UNKNOWN = 2,
   CONTROL = 3,
   USER_DEFINED = 4,
   UNUSED = 5,
+  /** SentencePiece byte-fallback token `<0xNN>`. */
+  BYTE = 6,
 }
 
 /** GPT-2 `bytes_to_unicode`: printable bytes map to themselves, the other 68 to U+0100 onward. */

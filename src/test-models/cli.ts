@@ -20,6 +20,7 @@ Options:
   --text-type <t>       f32 | f16 | q8_0 (default: f32 for tiny recipes, q8_0 for bench)
   --vision-type <t>     f32 | f16 | q8_0 (default: f32 for tiny recipes, f16 for bench)
   --head <h>            printable | random | tied | multibyte (default: printable for tiny, tied for bench)
+  --image-size <px>     Projector image size (gemma3-tiny only: a multiple of 56; default 224 = 16 tokens per image)
   --image               Also write test-image.png (84x84) next to the models
   --list                List the recipes
   -h, --help            Show this help
@@ -42,6 +43,7 @@ async function main(argv: string[]): Promise<number> {
       "text-type": { type: "string" },
       "vision-type": { type: "string" },
       head: { type: "string" },
+      "image-size": { type: "string" },
       image: { type: "boolean" },
       list: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -63,6 +65,10 @@ async function main(argv: string[]): Promise<number> {
   if (values.seed !== undefined && (values.seed.trim() === "" || !Number.isInteger(seed))) {
     throw new MultimodalLMError("E_INVALID_ARGUMENT", `Expected an integer for --seed but received "${values.seed}"`);
   }
+  const imageSize = values["image-size"] === undefined ? undefined : Number(values["image-size"]);
+  if (values["image-size"] !== undefined && (values["image-size"].trim() === "" || !Number.isInteger(imageSize))) {
+    throw new MultimodalLMError("E_INVALID_ARGUMENT", `Expected an integer for --image-size but received "${values["image-size"]}"`);
+  }
   // `npm run` starts scripts in the package root; resolve --out where the user typed it.
   const out = resolve(process.env.INIT_CWD ?? process.cwd(), values.out ?? "test-models");
   const bar = new SingleBar({
@@ -77,6 +83,7 @@ async function main(argv: string[]): Promise<number> {
     textType: values["text-type"] as MatrixTypeName | undefined,
     visionType: values["vision-type"] as MatrixTypeName | undefined,
     head: values.head as HeadKind | undefined,
+    imageSize,
     onProgress: (p) => {
       const payload = { file: p.file.slice(out.length + 1), done: mib(p.bytesWritten), total: mib(p.totalBytes) };
       if (!started) {

@@ -1,5 +1,7 @@
 export { BYTE_TO_CHAR, MERGE_CORPUS, TokenType, VocabBuilder, fromByteLevel, nonPrintableIds, toByteLevel, trainMerges } from "./bpe.js";
 export type { Vocab } from "./bpe.js";
+export { GEMMA3_CHAT_TEMPLATE, GEMMA3_TINY, gemma3Cell, gemma3ImageTokens } from "./gemma3.js";
+export type { Gemma3Dims } from "./gemma3.js";
 export { encodePng, testPattern, writeTestImage } from "./image.js";
 export { QWEN2VL_2B, QWEN2VL_CHAT_TEMPLATE, QWEN2VL_TINY } from "./qwen2vl.js";
 export type { Qwen2VLDims } from "./qwen2vl.js";
@@ -15,6 +17,8 @@ export {
   writeTestModel,
 } from "./recipe.js";
 export type { HeadKind, MatrixTypeName, Recipe, RecipeProgress, TestModelFiles, TestModelOptions } from "./recipe.js";
+export { SPM_SPACE, SpmVocabBuilder, byteToken } from "./spm.js";
+export type { SpmVocab } from "./spm.js";
 export { SMOLVLM_256M, SMOLVLM_CHAT_TEMPLATE, SMOLVLM_TINY } from "./smolvlm.js";
 export type { SmolVLMDims } from "./smolvlm.js";
 export { loadWithReference, referenceCliPath, runReference, runReferenceChat } from "./reference-cli.js";

@@ -88,16 +88,7 @@ export function addDecoderTensors(w: GGUFWriter, s: DecoderShape, o: DecoderWeig
 
   matrix("token_embd.weight", [s.nEmbd, nVocab], EMBEDDING_STD);
   norm("output_norm.weight", s.nEmbd);
-  if (o.head === "random") matrix("output.weight", [s.nEmbd, nVocab]);
-  if (o.head === "printable") {
-    const data = maskedRowsFill(o.seed, "output.weight", WEIGHT_STD, s.nEmbd, nonPrintableIds(vocab));
-    w.addTensor({ name: "output.weight", ne: [s.nEmbd, nVocab], type: o.matrixType, data });
-  }
-  if (o.head === "multibyte") {
-    const pairs = MULTIBYTE_PAIRS.map(([a, b]) => [vocab.id(BYTE_TO_CHAR[a]!), vocab.id(BYTE_TO_CHAR[b]!)] as [number, number]);
-    const data = pairedRowsFill(o.seed, "output.weight", WEIGHT_STD, s.nEmbd, pairs);
-    w.addTensor({ name: "output.weight", ne: [s.nEmbd, nVocab], type: o.matrixType, data });
-  }
+  addOutputHead(w, s.nEmbd, nVocab, o, byteLevelHeadTokens(vocab));
   for (let i = 0; i < s.nLayer; i++) {
     const p = `blk.${i}`;
     norm(`${p}.attn_norm.weight`, s.nEmbd);
@@ -114,6 +105,33 @@ export function addDecoderTensors(w: GGUFWriter, s: DecoderShape, o: DecoderWeig
     matrix(`${p}.ffn_gate.weight`, [s.nEmbd, s.nFf]);
     matrix(`${p}.ffn_up.weight`, [s.nEmbd, s.nFf]);
     matrix(`${p}.ffn_down.weight`, [s.nFf, s.nEmbd]);
+  }
+}
+
+/** The tokens an output head singles out. */
+export interface HeadTokens {
+  /** Rows the printable head zeroes: special, unused, control and non-printable tokens. */
+  nonPrintable(): ReadonlySet<number>;
+  /** The token that stands for one raw byte (the multibyte head's lead and continuation bytes). */
+  byteToken(byte: number): number;
+}
+
+/** HeadTokens of a byte-level BPE vocabulary (bpe.ts). */
+export function byteLevelHeadTokens(vocab: Vocab): HeadTokens {
+  return { nonPrintable: () => nonPrintableIds(vocab), byteToken: (b) => vocab.id(BYTE_TO_CHAR[b]!) };
+}
+
+/** `output.weight {nEmbd, nVocab}` as the head kind asks (none for `tied`). */
+export function addOutputHead(w: GGUFWriter, nEmbd: number, nVocab: number, o: DecoderWeights, tokens: HeadTokens): void {
+  if (o.head === "random") addNormal(w, "output.weight", [nEmbd, nVocab], o.matrixType, o.seed);
+  if (o.head === "printable") {
+    const data = maskedRowsFill(o.seed, "output.weight", WEIGHT_STD, nEmbd, tokens.nonPrintable());
+    w.addTensor({ name: "output.weight", ne: [nEmbd, nVocab], type: o.matrixType, data });
+  }
+  if (o.head === "multibyte") {
+    const pairs = MULTIBYTE_PAIRS.map(([a, b]) => [tokens.byteToken(a), tokens.byteToken(b)] as [number, number]);
+    const data = pairedRowsFill(o.seed, "output.weight", WEIGHT_STD, nEmbd, pairs);
+    w.addTensor({ name: "output.weight", ne: [nEmbd, nVocab], type: o.matrixType, data });
   }
 }
 

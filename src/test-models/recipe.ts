@@ -8,6 +8,7 @@ import { GGMLType } from "../gguf/types.js";
 import type { GGUFWriter } from "../gguf/writer.js";
 import type { HeadKind } from "./layers.js";
 export type { HeadKind } from "./layers.js";
+import { GEMMA3_TINY, buildGemma3, gemma3Cell } from "./gemma3.js";
 import { QWEN2VL_2B, QWEN2VL_TINY, buildQwen2VL } from "./qwen2vl.js";
 import { SMOLVLM_256M, SMOLVLM_TINY, buildSmolVLM } from "./smolvlm.js";
 
@@ -50,6 +51,12 @@ export interface TestModelOptions {
    * continuation byte tokens come out (for streaming tests).
    */
   head?: HeadKind;
+  /**
+   * The projector's `clip.vision.image_size`. Only a recipe whose projector resizes every image
+   * to one square (gemma3-tiny) accepts another value than its default, a multiple of its
+   * patch size times its pooling: tokens per image = (imageSize / patch / pooling)^2.
+   */
+  imageSize?: number;
 }
 
 export interface RecipeOptions {
@@ -57,6 +64,8 @@ export interface RecipeOptions {
   textType: GGMLType;
   visionType: GGMLType;
   head: HeadKind;
+  /** Set only when it differs from the recipe's default (recipes with `imageSizeStep`). */
+  imageSize?: number;
 }
 
 export interface RecipeBuild {
@@ -69,6 +78,8 @@ export interface Recipe {
   kind: "tiny" | "bench";
   description: string;
   defaults: Required<Omit<TestModelOptions, "seed">>;
+  /** imageSize may be any positive multiple of this; undefined: only the default. */
+  imageSizeStep?: number;
   /** The dimensions the recipe writes; part of the cache key. */
   shape: object;
   build(options: RecipeOptions): RecipeBuild;
@@ -77,20 +88,29 @@ export interface Recipe {
 const TINY_DEFAULTS = { textType: "f32", visionType: "f32", head: "printable" } as const;
 const BENCH_DEFAULTS = { textType: "q8_0", visionType: "f16", head: "tied" } as const;
 
-function recipe<S extends object>(
+function recipe<S extends { vision: { imageSize: number } }>(
   name: string,
   kind: Recipe["kind"],
   description: string,
   shape: S,
   build: (shape: S, options: RecipeOptions) => RecipeBuild,
+  imageSizeStep?: number,
 ): Recipe {
-  const defaults = kind === "tiny" ? TINY_DEFAULTS : BENCH_DEFAULTS;
-  return { name, kind, description, defaults, shape, build: (o) => build(shape, o) };
+  const defaults = { ...(kind === "tiny" ? TINY_DEFAULTS : BENCH_DEFAULTS), imageSize: shape.vision.imageSize };
+  return { name, kind, description, defaults, imageSizeStep, shape, build: (o) => build(shape, o) };
 }
 
 export const RECIPES: readonly Recipe[] = [
   recipe("qwen2vl-tiny", "tiny", "Qwen2-VL family (qwen2vl + qwen2vl_merger, M-RoPE, 2-frame temporal merge), a few MB", QWEN2VL_TINY, buildQwen2VL),
   recipe("smolvlm-tiny", "tiny", "SmolVLM family (llama + idefics3, image tiling), a few MB", SMOLVLM_TINY, buildSmolVLM),
+  recipe(
+    "gemma3-tiny",
+    "tiny",
+    "Gemma 3 family (gemma3 + gemma3: SentencePiece, sliding window, images decoded with non-causal attention), a few MB",
+    GEMMA3_TINY,
+    buildGemma3,
+    gemma3Cell(GEMMA3_TINY),
+  ),
   recipe(
     "qwen2vl-2b-bench",
     "bench",
@@ -133,6 +153,15 @@ export function resolveOptions(recipe: Recipe, options: TestModelOptions = {}): 
   if (!["printable", "random", "tied", "multibyte"].includes(o.head)) {
     throw invalid(`Expected printable, random, tied or multibyte for head but received ${String(o.head)}`);
   }
+  if (o.imageSize !== recipe.defaults.imageSize) {
+    const step = recipe.imageSizeStep;
+    if (step === undefined) {
+      throw invalid(`Recipe ${recipe.name} has a fixed imageSize (${recipe.defaults.imageSize}) but received ${String(o.imageSize)}`);
+    }
+    if (!Number.isInteger(o.imageSize) || o.imageSize <= 0 || o.imageSize % step !== 0 || o.imageSize > 64 * step) {
+      throw invalid(`Expected a multiple of ${step} up to ${64 * step} for imageSize but received ${String(o.imageSize)}`);
+    }
+  }
   return o;
 }
 
@@ -160,7 +189,13 @@ export interface RecipeProgress {
 export function buildRecipe(name: string, options: TestModelOptions = {}): { recipe: Recipe; options: Required<TestModelOptions>; build: RecipeBuild } {
   const recipe = getRecipe(name);
   const o = resolveOptions(recipe, options);
-  const build = recipe.build({ seed: o.seed, textType: MATRIX_TYPES[o.textType], visionType: MATRIX_TYPES[o.visionType], head: o.head });
+  const build = recipe.build({
+    seed: o.seed,
+    textType: MATRIX_TYPES[o.textType],
+    visionType: MATRIX_TYPES[o.visionType],
+    head: o.head,
+    ...(o.imageSize !== recipe.defaults.imageSize ? { imageSize: o.imageSize } : {}),
+  });
   return { recipe, options: o, build };
 }
 
