@@ -110,16 +110,21 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
     params.model.path = p.model;
     // Default context: the trained size, capped so a 128k-context model does not
     // reserve gigabytes of KV cache unasked.
-    params.n_ctx = p.contextSize > 0
-                       ? p.contextSize
-                       : static_cast<int32_t>(std::min<uint32_t>(
-                             textMeta.contextLength > 0 ? textMeta.contextLength : 4096, kDefaultContextCap));
+    // Default context: the trained size, capped so a 128k-context model does not
+    // reserve gigabytes of KV cache unasked. It is each slot's: every sequence has its own KV
+    // stream of that size (llama.cpp's non-unified cache, as llama-server -np N), so its cells
+    // stay in position order whatever the other slots do, and its output is the same alone or
+    // batched (in a unified cache a sequence's new cells can land in holes before its old ones,
+    // which changes the order of the attention sums).
+    const int32_t perSlot = p.contextSize > 0
+                                ? p.contextSize
+                                : static_cast<int32_t>(std::min<uint32_t>(
+                                      textMeta.contextLength > 0 ? textMeta.contextLength : 4096, kDefaultContextCap));
+    params.n_parallel = std::max(1, p.parallel);
+    params.kv_unified = false;
+    params.n_ctx = perSlot * params.n_parallel;
     params.n_batch = p.batchSize;
     params.n_ubatch = std::min(p.batchSize, 512);
-    // Slots share one unified KV cache: a request alone may use all of it, as with llama-server's
-    // default slots. Every sequence keeps its own positions and attends only to its own cells.
-    params.n_parallel = std::max(1, p.parallel);
-    params.kv_unified = true;
     params.n_gpu_layers = p.gpuLayers;
     params.flash_attn_type = p.flashAttention < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
                              : p.flashAttention == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -211,7 +216,7 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
     }
 
     ModelInfo info;
-    info.contextSize = static_cast<int32_t>(llama_n_ctx(state->ctx));
+    info.contextSize = state->contextSize;
     info.trainContextSize = llama_model_n_ctx_train(state->model);
     info.embeddingSize = llama_model_n_embd_inp(state->model);
     info.vocabSize = nVocab;

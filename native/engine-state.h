@@ -51,8 +51,9 @@ struct Engine::State {
     // Prefixes every image cache key: the projector file and the settings its output depends on.
     std::string projectorId;
     std::vector<Slot> slots;
-    uint64_t clock = 0;        // for least-recently-used slot choice
-    size_t nextMediaSlot = 0;  // round robin over the slots for the one media chunk per step
+    uint64_t clock = 0;          // for least-recently-used slot choice
+    size_t nextMediaSlot = 0;    // round robin over the slots for the one media chunk per step
+    size_t nextPrefillSlot = 0;  // ... and for the prompt pieces
     std::unique_ptr<BatchHolder> batch;
 };
 

@@ -311,39 +311,55 @@ bool Engine::stepMedia() {
     return false;
 }
 
+// One decode with a token for every generating sequence, then the prompts: each prefilling
+// sequence's next piece of text (up to the batch size) in a decode of its own, round robin,
+// while the step's prompt budget (the batch size) lasts. A prompt is cut into the same pieces as
+// when it runs alone, and never shares a micro-batch with another sequence, so its numbers, and
+// so its output, do not depend on what else runs.
 void Engine::stepBatch() {
     State& s = *state_;
     llama_batch& batch = s.batch->batch;
     common_batch_clear(batch);
-    struct Entry {
-        Slot* slot;
-        bool prompt;
-        bool sample;
-    };
-    std::vector<Entry> entries;
+    std::vector<BatchEntry> entries;
     for (Slot& slot : s.slots) {
         Sequence* q = slot.seq.get();
         if (q == nullptr || q->phase != Sequence::Phase::Generate) continue;
         common_batch_add(batch, q->lastToken, q->nPast, {slot.id}, true);
         entries.push_back({&slot, false, true});
     }
-    for (Slot& slot : s.slots) {
+    if (!decodeEntries(entries)) return;
+
+    const size_t n = s.slots.size();
+    int32_t budget = s.batchSize;
+    for (size_t k = 0; k < n && budget > 0; ++k) {
+        const size_t index = (s.nextPrefillSlot + k) % n;
+        Slot& slot = s.slots[index];
         Sequence* q = slot.seq.get();
         if (q == nullptr || q->phase != Sequence::Phase::Prefill || q->prefillDone()) continue;
         const PromptChunk& c = q->prompt.chunks[q->chunk];
         if (c.media) continue;
+        const size_t take = std::min(static_cast<size_t>(s.batchSize), c.tokens.size() - q->offset);
+        if (budget<s.batchSize&& static_cast<int32_t>(take)> budget) break;  // the next step takes it whole
         const bool lastChunk = q->chunk + 1 == q->prompt.chunks.size();
-        const size_t budget = static_cast<size_t>(std::max(0, s.batchSize - batch.n_tokens));
-        const size_t take = std::min(budget, c.tokens.size() - q->offset);
-        for (size_t k = 0; k < take; ++k) {
-            const bool last = lastChunk && q->offset + k + 1 == c.tokens.size();
-            common_batch_add(batch, c.tokens[q->offset + k], q->nPast + static_cast<llama_pos>(k), {slot.id}, last);
+        common_batch_clear(batch);
+        entries.clear();
+        for (size_t t = 0; t < take; ++t) {
+            const bool last = lastChunk && q->offset + t + 1 == c.tokens.size();
+            common_batch_add(batch, c.tokens[q->offset + t], q->nPast + static_cast<llama_pos>(t), {slot.id}, last);
             entries.push_back({&slot, true, last});
         }
-        if (batch.n_tokens >= s.batchSize) break;
+        budget -= static_cast<int32_t>(take);
+        s.nextPrefillSlot = (index + 1) % n;
+        if (!decodeEntries(entries)) return;
     }
-    if (batch.n_tokens == 0) return;
+}
 
+// Decodes the batch (one entry per token), in smaller views when the KV cache has no room, and
+// commits each view: the tokens go into their slots' records and the rows with logits are sampled.
+// False when the step should end here.
+bool Engine::decodeEntries(const std::vector<BatchEntry>& entries) {
+    State& s = *state_;
+    llama_batch& batch = s.batch->batch;
     llama_memory_t mem = llama_get_memory(s.ctx);
     int32_t nBatch = s.batchSize;
     for (int32_t off = 0; off < batch.n_tokens;) {
@@ -382,9 +398,9 @@ void Engine::stepBatch() {
                 continue;
             }
             evictLargest();
-            return;
+            return false;
         }
-        if (res == 2) return;  // every sequence in the view was aborted: the next step retires them
+        if (res == 2) return false;  // every sequence in the view was aborted: the next step retires them
         const std::string detail = sink_->takeErrors();
         for (int32_t k = off; k < off + n; ++k) {
             Slot& slot = *entries[k].slot;
@@ -393,8 +409,9 @@ void Engine::stepBatch() {
             fail(slot, CodedError("E_ENGINE", "llama_decode failed (returned " + std::to_string(res) + ")" +
                                                   (detail.empty() ? "" : ": " + detail)));
         }
-        return;
+        return false;
     }
+    return true;
 }
 
 void Engine::afterLogits(Slot& slot, int32_t index) {

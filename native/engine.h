@@ -232,6 +232,12 @@ class Engine {
     Slot* pickSlot(const Prompt& prompt);
     bool stepMedia();
     void stepBatch();
+    struct BatchEntry {
+        Slot* slot;
+        bool prompt;  // a prompt token (else a generated one)
+        bool sample;  // its row of logits is sampled
+    };
+    bool decodeEntries(const std::vector<BatchEntry>& entries);
     void afterLogits(Slot& slot, int32_t index);
     void finish(Slot& slot, const std::string& stopReason);
     void fail(Slot& slot, const CodedError& error);

@@ -531,19 +531,38 @@ export class MultimodalLM implements AsyncDisposable {
     return this.native!;
   }
 
-  /** Runs one native request with `signal` wired to cancel it; maps native errors. */
+  /**
+   * Runs one native request with `signal` wired to cancel it; maps native errors. An aborted
+   * request settles at once: the engine lets go of it at the end of its current step (which may
+   * be encoding another request's image), and what it reports then is dropped.
+   */
   private async call<T>(signal: AbortSignal | undefined, run: (id: number) => Promise<T>): Promise<T> {
     const id = nextRequestId++;
     if (signal?.aborted) throw new AbortError("The operation was aborted.", { cause: signal.reason });
     const native = this.native!;
-    const onAbort = () => native.cancel(id);
-    signal?.addEventListener("abort", onAbort, { once: true });
+    const work = run(id);
+    if (!signal) {
+      try {
+        return await work;
+      } catch (error) {
+        throw fromNative(error);
+      }
+    }
+    let onAbort!: () => void;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        native.cancel(id);
+        work.catch(() => {});
+        reject(new AbortError("The operation was aborted.", { cause: signal.reason }));
+      };
+    });
+    signal.addEventListener("abort", onAbort, { once: true });
     try {
-      return await run(id);
+      return await Promise.race([work, aborted]);
     } catch (error) {
       throw fromNative(error, signal);
     } finally {
-      signal?.removeEventListener("abort", onAbort);
+      signal.removeEventListener("abort", onAbort);
     }
   }
 

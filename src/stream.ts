@@ -43,6 +43,7 @@ export class PieceQueue<Result> implements TextStream<Result> {
   }
 
   private push(piece: string): void {
+    if (this.done) return; // an aborted request settles at once; the engine may still send a piece
     if (this.waiting) {
       const resolve = this.waiting;
       this.waiting = this.failWaiting = undefined;

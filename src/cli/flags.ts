@@ -61,6 +61,8 @@ export interface LoadFlags {
   mmproj?: string;
   ctxSize?: number;
   parallel?: number;
+  /** Set by commands that offer --parallel. */
+  slots?: boolean;
   threads?: number;
   gpuLayers?: number | "auto";
   imageCacheMb?: number;
@@ -88,10 +90,17 @@ export function addModelOption(command: Command): Command {
   return command.addOption(new Option("-m, --model <gguf>", "text model GGUF file").env(MODEL_ENV).makeOptionMandatory());
 }
 
-export function addLoadOptions(command: Command): Command {
+/** The model flags; `slots` adds --parallel, for commands that serve several requests at once. */
+export function addLoadOptions(command: Command, { slots = false }: { slots?: boolean } = {}): Command {
   command.option("--mmproj <gguf>", "multimodal projector GGUF (default: the mmproj*.gguf beside the model)");
-  addNumberOption(command, "--ctx-size <n>", "context window in tokens, shared by the slots (default: the model's, at most 8192)", { integer: true, min: 16 });
-  addNumberOption(command, "--parallel <n>", "slots: requests decoded together (default: 4)", { integer: true, min: 1, max: 64 });
+  addNumberOption(command, "--ctx-size <n>", "context window of a request in tokens (default: the model's, at most 8192)", { integer: true, min: 16 });
+  if (slots) {
+    addNumberOption(command, "--parallel <n>", "slots: requests decoded together, each with its own --ctx-size of KV cache (default: 4)", {
+      integer: true,
+      min: 1,
+      max: 64,
+    });
+  }
   addNumberOption(command, "--threads <n>", "CPU threads (default: the physical cores)", { integer: true, min: 1 });
   addNumberOption(command, "--gpu-layers <n|auto>", 'text-model layers to offload to the GPU (default: "auto", all)', { integer: true, min: 0, words: ["auto"] });
   addNumberOption(command, "--image-cache-mb <n>", "bound of the image embedding cache in MiB; 0 turns it off (default: 128)", { min: 0 });
@@ -123,7 +132,8 @@ function defined<T extends object>(object: T): T {
 export function loadOptionsFrom(flags: LoadFlags): Omit<LoadOptions, "model" | "mmproj"> {
   return defined({
     contextSize: flags.ctxSize,
-    parallel: flags.parallel,
+    // One request at a time (describe, chat) needs one slot; serve takes --parallel.
+    parallel: flags.parallel ?? (flags.slots ? undefined : 1),
     threads: flags.threads,
     gpuLayers: flags.gpuLayers,
     imageCacheBytes: flags.imageCacheMb === undefined ? undefined : Math.round(flags.imageCacheMb * 1024 * 1024),

@@ -33,7 +33,7 @@ export function serveCommand(): Command {
   const command = new Command("serve")
     .description("serve the model with the OpenAI API (/v1/chat/completions, /v1/models, /health), Prometheus metrics at /metrics and a web chat page at /")
     .argument("<model.gguf>", "text model GGUF file");
-  addLoadOptions(command);
+  addLoadOptions(command, { slots: true });
   command.option("--host <host>", "interface to listen on; 0.0.0.0 for every interface", "127.0.0.1");
   addNumberOption(command, "--port <n>", "port; 0 picks a free one", { integer: true, min: 0, max: 65535 }, 8000);
   command
@@ -104,7 +104,7 @@ async function serve(model: string, flags: ServeFlags): Promise<void> {
     await checkServeOptions(options);
     let lm;
     try {
-      lm = await loadModel(model, flags, loading.signal);
+      lm = await loadModel(model, { ...flags, slots: true }, loading.signal);
     } catch (error) {
       if (loading.signal.aborted && isAbortError(error)) return;
       throw error;
