@@ -146,3 +146,54 @@ describe("an image with more tokens than the micro-batch, on a non-causal projec
     expect(out.text).toBe(ref.text);
   });
 });
+
+// Issue 17: llama.cpp caps n_batch at the context asked for, then rounds the context up to a
+// multiple of 256. The engine used to send batches of its own size and check overflow against
+// the rounded size, so a prompt or video that filled a context of 16 or 1000 tokens ended the
+// process with GGML_ASSERT(n_tokens_all <= cparams.n_batch).
+describe("a context that is not a multiple of 256", () => {
+  it("prompts and videos that fill it get results or typed errors, and the process lives", async () => {
+    const qwen = await ensureTestModel("qwen2vl-tiny");
+    const clip = path.join(tmp, "clip.mp4");
+    spawnSync("ffmpeg", ["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=s=64x48:r=8:d=2", "-pix_fmt", "yuv420p", clip]);
+    const script = `
+      const { MultimodalLM } = await import(${JSON.stringify(path.resolve("lib/index.js"))});
+      const files = { model: ${JSON.stringify(qwen.model)}, mmproj: ${JSON.stringify(qwen.mmproj)} };
+      const image = ${JSON.stringify(image)};
+      const out = [];
+      const outcome = (p) => p.then((r) => ({ stopReason: r.stopReason, promptTokens: r.usage.promptTokens }), (e) => ({ code: e.code }));
+      for (const contextSize of [16, 1000]) {
+        const lm = await MultimodalLM.load({ ...files, contextSize, parallel: 2 });
+        const room = lm.info.contextSize;
+        // A prompt a few tokens short of the context: it fills it after a few generated tokens.
+        let n = room;
+        let fits = "";
+        do { n -= 8; fits = "go ".repeat(n); } while ((await lm.countTokens(fits)).tokens > room - 4);
+        out.push({ contextSize, room, batchSize: lm.info.batchSize,
+          fits: await outcome(lm.generate({ prompt: fits, temperature: 0, ignoreEos: true })),
+          over: await outcome(lm.generate({ prompt: "go ".repeat(room + 10), temperature: 0 })),
+          image: await outcome(lm.generate({ prompt: "What is it?", images: [image], temperature: 0, maxTokens: 4 })),
+          video: await outcome(lm.generate({ prompt: "What happens?", videos: [${JSON.stringify(clip)}], video: { fps: 8, maxFrames: 16 }, temperature: 0, maxTokens: 4 })),
+        });
+        await lm.dispose();
+      }
+      console.log(JSON.stringify(out));
+    `;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 300_000 });
+    expect(r.stderr).not.toMatch(/GGML_ASSERT|Aborted|Segmentation/);
+    expect(r.status).toBe(0);
+    const runs = JSON.parse(r.stdout.trim().split("\n").pop()!) as Array<Record<string, unknown>>;
+    for (const run of runs) {
+      // The batch is what llama.cpp made of it (at most the context asked for, 2 slots' worth),
+      // and a slot holds at least what was asked for (llama.cpp rounds the whole up to 256).
+      expect(run.batchSize).toBeLessThanOrEqual(Math.max(32, 2 * (run.contextSize as number)));
+      expect(run.room).toBeGreaterThanOrEqual(run.contextSize as number);
+      // A prompt that fills the context runs until the context is full.
+      expect(run.fits).toMatchObject({ stopReason: "context" });
+      expect(run.over).toEqual({ code: "E_CONTEXT_OVERFLOW" });
+      expect(["length", "eos", "context"]).toContain((run.image as { stopReason?: string }).stopReason);
+      const video = run.video as { stopReason?: string; code?: string };
+      expect(video.code === "E_CONTEXT_OVERFLOW" || ["length", "eos", "context"].includes(video.stopReason!)).toBe(true);
+    }
+  }, 300_000);
+});
