@@ -25,20 +25,27 @@ const { values } = parseArgs({
     port: { type: "string", default: "18931" },
   },
 });
-const others = ["Hello there", "Short", "What else is there to say?"];
+// Batches of two and of four: which rows share a micro-batch depends on timing, so both are tried.
+const companions = [["Hello there"], ["Hello there", "Short", "What else is there to say?"]];
 const request = { temperature: 0, maxTokens: 12, seed: 42 };
 
 const { MultimodalLM } = await import(path.join(root, "lib/index.js"));
 const { ensureTestModel } = await import(path.join(root, "lib/test-models/index.js"));
-const files = await ensureTestModel(values.recipe);
+const { model, mmproj } = await ensureTestModel(values.recipe);
+const files = { model, mmproj };
+
+async function compare(ask) {
+  const alone = await ask(values.prompt);
+  const batched = [];
+  for (const others of companions) batched.push((await Promise.all([ask(values.prompt), ...others.map(ask)]))[0]);
+  return { alone, batched };
+}
 
 async function ours(flashAttention) {
   const lm = await MultimodalLM.load({ ...files, parallel: 4, flashAttention, threads: Number(values.threads), logLevel: "error" });
   try {
     const ask = (content) => lm.chat({ messages: [{ role: "user", content }], ...request }).then((r) => r.text);
-    const alone = await ask(values.prompt);
-    const [batched] = await Promise.all([ask(values.prompt), ...others.map(ask)]);
-    return { alone, batched };
+    return await compare(ask);
   } finally {
     await lm.dispose();
   }
@@ -64,9 +71,7 @@ async function server(flashAttention) {
       })
         .then((r) => r.json())
         .then((j) => j.choices[0].message.content);
-    const alone = await ask(values.prompt);
-    const [batched] = await Promise.all([ask(values.prompt), ...others.map(ask)]);
-    return { alone, batched };
+    return await compare(ask);
   } finally {
     child.kill("SIGTERM");
   }
@@ -76,9 +81,10 @@ const rows = [];
 for (const flashAttention of [true, false]) {
   for (const [side, run] of [["MultimodalLM", ours], ["llama-server", server]]) {
     const { alone, batched } = await run(flashAttention);
-    rows.push(`| ${side} | ${flashAttention ? "on" : "off"} | ${JSON.stringify(alone)} | ${alone === batched ? "same" : JSON.stringify(batched)} |`);
+    const cells = batched.map((text) => (text === alone ? "same" : JSON.stringify(text)));
+    rows.push(`| ${side} | ${flashAttention ? "on" : "off"} | ${JSON.stringify(alone)} | ${cells.join(" | ")} |`);
   }
 }
 console.log(`${values.recipe}, 4 slots, "${values.prompt}", greedy, ${request.maxTokens} tokens\n`);
-console.log("| side | flash attention | alone | with 3 other requests |\n|---|---|---|---|");
+console.log("| side | flash attention | alone | with 1 other request | with 3 other requests |\n|---|---|---|---|---|");
 console.log(rows.join("\n"));
