@@ -195,21 +195,41 @@ void Engine::admit() {
     }
 }
 
-// The free slot whose record shares the longest prefix with the prompt; among equals, the least
-// recently used, so that cached conversations stay as long as they can.
+// Which free slot a prompt goes to. A slot whose record the prompt continues or repeats (they
+// agree up to the end of the shorter one) loses nothing: the one that saves the most wins. Else
+// the slot sharing the longest prefix, if that is at least half the prompt (a new question about
+// the same image); else an empty slot, so that no conversation's cached prefix is thrown away
+// for a chat template's preamble while there is room; else the longest prefix anyway, and among
+// equals the least recently used, as llama-server does.
 Engine::Slot* Engine::pickSlot(const Prompt& prompt) {
     State& s = *state_;
-    Slot* best = nullptr;
-    int32_t bestPositions = -1;
+    Slot* continued = nullptr;
+    Slot* empty = nullptr;
+    Slot* shared = nullptr;
+    int32_t continuedCommon = -1;
+    int32_t sharedCommon = -1;
     for (Slot& slot : s.slots) {
         if (slot.seq) continue;
-        const int32_t positions = s.reusePrefix ? matchPrefix(slot.kv, prompt).positions : 0;
-        if (positions > bestPositions || (positions == bestPositions && slot.lastUsed < best->lastUsed)) {
-            best = &slot;
-            bestPositions = positions;
+        if (slot.kv.empty()) {
+            if (empty == nullptr || slot.lastUsed < empty->lastUsed) empty = &slot;
+            continue;
+        }
+        const int32_t common = s.reusePrefix ? matchPrefix(slot.kv, prompt).common : 0;
+        int32_t recorded = 0;
+        for (const KvEntry& entry : slot.kv) recorded += entry.positions;
+        if (common > 0 && common == std::min(recorded, prompt.positions)) {
+            if (common > continuedCommon) {
+                continued = &slot;
+                continuedCommon = common;
+            }
+        } else if (common > sharedCommon || (common == sharedCommon && slot.lastUsed < shared->lastUsed)) {
+            shared = &slot;
+            sharedCommon = common;
         }
     }
-    return best;
+    if (continued != nullptr) return continued;
+    if (shared != nullptr && (empty == nullptr || 2 * sharedCommon >= prompt.positions)) return shared;
+    return empty;
 }
 
 // Keeps what the slot's sequence already holds of this prompt and removes the rest. With

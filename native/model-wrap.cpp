@@ -572,12 +572,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
         disposing_ = true;
         for (auto& entry : requests_) entry.second->store(true);
-        Napi::Value promise =
-            schedule(info, id, info[1].As<Napi::Function>(), [](Engine& engine, Emitter&, const std::atomic<bool>*) {
-                engine.unload();
-                return std::function<Napi::Value(Napi::Env)>(
-                    [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-            });
+        Worker* counter = counter_.get();
+        Napi::Value promise = schedule(info, id, info[1].As<Napi::Function>(),
+                                       [counter](Engine& engine, Emitter&, const std::atomic<bool>*) {
+                                           // A count still running reads the projector: let it finish first.
+                                           if (counter != nullptr) counter->stopAndJoin();
+                                           engine.unload();
+                                           return std::function<Napi::Value(Napi::Env)>(
+                                               [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+                                       });
         disposed_ = true;
         disposeId_ = id;
         return promise;

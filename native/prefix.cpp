@@ -12,6 +12,7 @@ Resume matchPrefix(const std::vector<KvEntry>& kv, const Prompt& prompt) {
         if (!chunk.media) {
             for (; r.offset < chunk.tokens.size(); ++r.offset) {
                 if (r.entries >= kv.size() || kv[r.entries].media || kv[r.entries].token != chunk.tokens[r.offset]) {
+                    r.common = r.positions;
                     return r;
                 }
                 ++r.entries;
@@ -20,6 +21,7 @@ Resume matchPrefix(const std::vector<KvEntry>& kv, const Prompt& prompt) {
             }
         } else {
             if (chunk.key.empty() || r.entries >= kv.size() || !kv[r.entries].media || kv[r.entries].key != chunk.key) {
+                r.common = r.positions;
                 return r;
             }
             r.positions += kv[r.entries].positions;
@@ -28,6 +30,7 @@ Resume matchPrefix(const std::vector<KvEntry>& kv, const Prompt& prompt) {
         }
     }
     if (n == 0 || r.entries == 0) return Resume{};
+    r.common = r.positions;
     // The whole prompt is cached: evaluate its last token (or media chunk) again.
     const KvEntry& last = kv[--r.entries];
     r.chunk = n - 1;

@@ -29,6 +29,9 @@ struct Resume {
     size_t entries = 0;
     int32_t positions = 0;
     int32_t tokens = 0;
+    // Positions the record and the prompt have in common (before stepping back one token so
+    // that sampling has logits).
+    int32_t common = 0;
 };
 
 // The longest prefix of the prompt already in `kv`: text compared token by token, media chunk
