@@ -197,10 +197,11 @@ void Engine::admit() {
 
 // Which free slot a prompt goes to. A slot whose record the prompt continues or repeats (they
 // agree up to the end of the shorter one) loses nothing: the one that saves the most wins. Else
-// the slot sharing the longest prefix, if that is at least half the prompt (a new question about
-// the same image); else an empty slot, so that no conversation's cached prefix is thrown away
-// for a chat template's preamble while there is room; else the longest prefix anyway, and among
-// equals the least recently used, as llama-server does.
+// the slot sharing the longest prefix, if that prefix holds an image or half the prompt (a new
+// question about the same image, a chat whose last reply tokenizes differently); else an empty
+// slot, so that no conversation's cached prefix is thrown away for a chat template's preamble
+// while there is room; else the longest prefix anyway, least recently used among equals, as
+// llama-server does.
 Engine::Slot* Engine::pickSlot(const Prompt& prompt) {
     State& s = *state_;
     Slot* continued = nullptr;
@@ -208,13 +209,15 @@ Engine::Slot* Engine::pickSlot(const Prompt& prompt) {
     Slot* shared = nullptr;
     int32_t continuedCommon = -1;
     int32_t sharedCommon = -1;
+    bool sharedMedia = false;
     for (Slot& slot : s.slots) {
         if (slot.seq) continue;
         if (slot.kv.empty()) {
             if (empty == nullptr || slot.lastUsed < empty->lastUsed) empty = &slot;
             continue;
         }
-        const int32_t common = s.reusePrefix ? matchPrefix(slot.kv, prompt).common : 0;
+        const Resume match = s.reusePrefix ? matchPrefix(slot.kv, prompt) : Resume{};
+        const int32_t common = match.common;
         int32_t recorded = 0;
         for (const KvEntry& entry : slot.kv) recorded += entry.positions;
         if (common > 0 && common == std::min(recorded, prompt.positions)) {
@@ -225,10 +228,11 @@ Engine::Slot* Engine::pickSlot(const Prompt& prompt) {
         } else if (common > sharedCommon || (common == sharedCommon && slot.lastUsed < shared->lastUsed)) {
             shared = &slot;
             sharedCommon = common;
+            sharedMedia = match.commonMedia;
         }
     }
     if (continued != nullptr) return continued;
-    if (shared != nullptr && (empty == nullptr || 2 * sharedCommon >= prompt.positions)) return shared;
+    if (shared != nullptr && (empty == nullptr || sharedMedia || 2 * sharedCommon >= prompt.positions)) return shared;
     return empty;
 }
 

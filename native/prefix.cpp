@@ -26,6 +26,7 @@ Resume matchPrefix(const std::vector<KvEntry>& kv, const Prompt& prompt) {
             }
             r.positions += kv[r.entries].positions;
             r.tokens += kv[r.entries].tokens;
+            r.commonMedia = true;
             ++r.entries;
         }
     }

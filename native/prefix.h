@@ -32,6 +32,7 @@ struct Resume {
     // Positions the record and the prompt have in common (before stepping back one token so
     // that sampling has logits).
     int32_t common = 0;
+    bool commonMedia = false;  // the common prefix holds a media chunk
 };
 
 // The longest prefix of the prompt already in `kv`: text compared token by token, media chunk
