@@ -43,6 +43,8 @@ const lm = await MultimodalLM.load({
   contextSize: job.contextSize,
   threads: job.threads,
   batchSize: job.batchSize,
+  // One sequence, as llama-mtmd-cli and node-llama-cpp have: the memory of one slot.
+  parallel: 1,
   ...job.loadOptions,
 });
 const loadMs = performance.now() - tLoad;

@@ -2,7 +2,7 @@
 // log. With --log-jsonl --log-timestamps every log entry is one JSON line
 // {"type":"log","time":<µs since start>,"level":...,"msg":...}, and every generated token is
 // printed as its own entry of level "none", so the times need no output parsing heuristics.
-import { spawnMeasured } from "./spawn.mjs";
+import { killGroup, spawnMeasured } from "./spawn.mjs";
 
 // Logged once the model, the projector and the warm-up are done: the end of loading.
 const LOAD_DONE = "WARN: This is an experimental CLI";
@@ -11,6 +11,11 @@ const ENCODE_DONE = "mtmd batch encoding done";
 const CHAT_PROMPT = "\n> ";
 // llama.cpp's logger is asynchronous and not flushed at exit: a run can lose its last entries.
 const ATTEMPTS = 3;
+// Chat mode prints "\n> " right after the last token. When it has not shown up (on stdout or
+// stderr) this long after the last token, the run is ended with /quit and tried again.
+const IDLE_AFTER_GENERATION_MS = 5_000;
+// How long /quit may take before the process group is killed (and the run tried again).
+const QUIT_GRACE_MS = 10_000;
 
 function commonArgs(s) {
   return [
@@ -103,16 +108,23 @@ function textTimings(entries, n) {
 
 async function runUntilComplete(what, cli, args, timings, s, spawnOptions = () => ({})) {
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
-    const r = await spawnMeasured(cli, args, spawnOptions());
-    if (r.code !== 0) {
+    const options = spawnOptions();
+    const r = await spawnMeasured(cli, args, options);
+    const stopped = options.stoppedByUs?.() ?? false;
+    if (r.code !== 0 && !stopped) {
       throw new Error(`llama-mtmd-cli (${what}) exited with ${r.code ?? r.signal}:\n${(r.stderr || r.stdout).trim().slice(-3000)}`);
     }
-    const t = timings(logEntries(r.stdout, r.stderr), s.tokens);
+    const t = stopped ? undefined : timings(logEntries(r.stdout, r.stderr), s.tokens);
     if (t) return { ...t, attempts: attempt, peakRssBytes: r.peakRssBytes };
+    process.stderr.write(
+      `[bench]   llama-mtmd-cli (${what}): ${stopped ? "did not end after /quit and was stopped" : "incomplete log"}` +
+        `${attempt < ATTEMPTS ? `; running it again (attempt ${attempt + 1}/${ATTEMPTS})` : ""}\n`,
+    );
   }
   throw new Error(
-    `llama-mtmd-cli (${what}) printed an incomplete log ${ATTEMPTS} times in a row (its logger is not flushed at exit); ` +
-      "run the bench again, and if it keeps happening, run the command by hand with --log-jsonl --log-timestamps",
+    `llama-mtmd-cli (${what}) gave no complete run ${ATTEMPTS} times in a row (an incomplete log: its logger is not flushed ` +
+      "at exit; or, in chat mode, no exit after /quit); run the bench again, and if it keeps happening, run the command by " +
+      "hand with --log-jsonl --log-timestamps",
   );
 }
 
@@ -126,19 +138,42 @@ export function referenceDescribe(cli, s) {
  * Text only: without --image, llama-mtmd-cli answers in its chat mode, so the prompt goes in
  * on stdin and /quit follows once the second "\n> " shows that the answer is complete. stdin
  * stays open until then: at the end of its input, chat mode spins on an empty read.
+ *
+ * The second "\n> " can come on either stream (the logger picks one per entry), so both are
+ * watched. When it has not come IDLE_AFTER_GENERATION_MS after the last of the n tokens, the run
+ * is ended anyway; its log is then incomplete and runUntilComplete runs it again.
  */
 export function referenceText(cli, s) {
   return runUntilComplete("text", cli, commonArgs(s), textTimings, s, () => {
-    let output = "";
+    const output = { stdout: "", stderr: "" };
     let quit = false;
-    return {
-      input: `${s.prompts.text}\n`,
-      onStdout: (chunk, child) => {
-        output += chunk;
-        if (quit || logEntries(output).filter((e) => e.level === "none" && e.msg === CHAT_PROMPT).length < 2) return;
-        quit = true;
-        child.stdin.end("/quit\n");
-      },
+    let stopped = false;
+    let idle;
+    const end = (child) => {
+      if (quit) return;
+      quit = true;
+      clearTimeout(idle);
+      child.stdin.end("/quit\n");
+      setTimeout(() => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        stopped = true;
+        killGroup(child);
+      }, QUIT_GRACE_MS).unref();
     };
+    const watch = (stream) => (chunk, child) => {
+      output[stream] += chunk;
+      if (quit) return;
+      const printed = logEntries(output.stdout, output.stderr).filter((e) => e.level === "none");
+      const prompts = printed.filter((e) => e.msg === CHAT_PROMPT);
+      if (prompts.length >= 2) {
+        end(child);
+      } else if (prompts.length === 1 && printed.filter((e) => e.time > prompts[0].time).length >= s.tokens + 1) {
+        // The "\n" and all n tokens are out: only the prompt is missing. Wait a little for it.
+        clearTimeout(idle);
+        idle = setTimeout(() => end(child), IDLE_AFTER_GENERATION_MS);
+        idle.unref();
+      }
+    };
+    return { input: `${s.prompts.text}\n`, onStdout: watch("stdout"), onStderr: watch("stderr"), stoppedByUs: () => stopped };
   });
 }

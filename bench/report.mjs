@@ -39,8 +39,9 @@ function fmt(value, digits) {
   return Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(1);
 }
 
-function table(header, rows) {
-  const align = header.map((_, i) => (i === 0 ? "---" : "---:"));
+/** A markdown table: the first `labels` columns left-aligned, the rest (numbers) right-aligned. */
+function table(header, rows, labels = 1) {
+  const align = header.map((_, i) => (i < labels ? "---" : "---:"));
   return [header, align, ...rows].map((cells) => `| ${cells.join(" | ")} |`).join("\n");
 }
 
@@ -100,7 +101,7 @@ export function twoRequestTable(rows) {
 
 /** One target: PASS/MISS with the measured value, or null when its scenario did not run. */
 export function target(name, value, op, limit, unit = "×") {
-  if (value == null) return { name, value: null, limit, op, verdict: "n/a" };
+  if (value == null) return { name, value: null, limit, op, verdict: "n/a", unit };
   const pass = op === "<=" ? value <= limit : value >= limit;
   return { name, value, limit, op, verdict: pass ? "PASS" : "MISS", unit };
 }
@@ -109,4 +110,85 @@ export function targetLine(t) {
   const want = `${t.op === "<=" ? "≤" : "≥"} ${t.limit}${t.unit === "×" ? "×" : ` ${t.unit}`}`;
   const got = t.value == null ? "not measured" : `${t.value.toFixed(3)}${t.unit === "×" ? "×" : ` ${t.unit}`}`;
   return `${t.verdict.padEnd(4)} ${t.name}: ${got} (target ${want})`;
+}
+
+/** The p-quantile (0..1) of the numbers, interpolated linearly between the closest ranks. */
+export function percentile(values, p) {
+  const xs = values.filter((v) => typeof v === "number" && Number.isFinite(v)).sort((a, b) => a - b);
+  if (xs.length === 0) return null;
+  const at = (xs.length - 1) * p;
+  const lo = Math.floor(at);
+  const hi = Math.ceil(at);
+  return xs[lo] + (xs[hi] - xs[lo]) * (at - lo);
+}
+
+const CONCURRENT_METRICS = [
+  { key: "requests", label: "requests", digits: 0 },
+  { key: "tokens", label: "tokens", digits: 0 },
+  { key: "wallS", label: "wall (s)", digits: 1 },
+  { key: "tokensPerSecond", label: "aggregate tok/s" },
+  { key: "ttftP50Ms", label: "TTFT p50 (ms)" },
+  { key: "ttftP95Ms", label: "TTFT p95 (ms)" },
+  { key: "tpotP50Ms", label: "TPOT p50 (ms)" },
+  { key: "evaluatedP50", label: "prompt tokens evaluated p50", digits: 0 },
+  { key: "imageAgain", label: "image evaluated again", digits: 0 },
+  { key: "warmupS", label: "warm-up (s)", digits: 1 },
+  { key: "peakRssMiB", label: "peak RSS (MiB)", digits: 0 },
+  { key: "otherCpuCores", label: "other processes (cores)", digits: 2 },
+];
+
+/** One concurrent run (one side, one N) → its numbers: all from the timed phase but warm-up and RSS. */
+export function concurrentMetrics(run) {
+  const tokens = run.requests.reduce((sum, r) => sum + r.tokens, 0);
+  // Prompt tokens a request evaluated: all but those the server took from its caches.
+  const evaluated = run.requests.map((r) => (r.cachedTokens == null ? null : r.promptTokens - r.cachedTokens));
+  return {
+    requests: run.requests.length,
+    tokens,
+    wallS: run.wallMs / 1000,
+    tokensPerSecond: run.wallMs > 0 ? (tokens / run.wallMs) * 1000 : null,
+    ttftP50Ms: percentile(run.requests.map((r) => r.ttftMs), 0.5),
+    ttftP95Ms: percentile(run.requests.map((r) => r.ttftMs), 0.95),
+    tpotP50Ms: percentile(run.requests.map((r) => r.tpotMs), 0.5),
+    evaluatedP50: percentile(evaluated, 0.5),
+    // Requests that evaluated more than half their prompt: the image (most of it) again.
+    imageAgain: evaluated.some((e) => e == null) ? null : evaluated.filter((e, i) => e > run.requests[i].promptTokens / 2).length,
+    warmupS: run.warmup.ms / 1000,
+    peakRssMiB: run.peakRssBytes == null ? null : run.peakRssBytes / MIB,
+    otherCpuCores: run.otherCpuCores,
+  };
+}
+
+/** Medians over rounds of concurrentMetrics, per clients and side: { [clients]: { [side]: metrics } }. */
+export function concurrentSummary(runs) {
+  const out = {};
+  for (const run of runs) {
+    ((out[run.clients] ??= {})[run.side] ??= []).push(concurrentMetrics(run));
+  }
+  for (const bySide of Object.values(out)) {
+    for (const [side, list] of Object.entries(bySide)) {
+      bySide[side] = Object.fromEntries(Object.keys(list[0]).map((key) => [key, median(list.map((m) => m[key]))]));
+    }
+  }
+  return out;
+}
+
+/** The per-side table and the ratio table (ours / reference at each N). */
+export function concurrentTables(summary, sides, ours, reference) {
+  const counts = Object.keys(summary)
+    .map(Number)
+    .sort((a, b) => a - b);
+  const perSide = table(
+    ["clients", "side", ...CONCURRENT_METRICS.map((m) => m.label)],
+    counts.flatMap((n) => sides.map((side) => [n, side, ...CONCURRENT_METRICS.map((m) => fmt(summary[n][side]?.[m.key], m.digits))])),
+    2,
+  );
+  const ratios = table(
+    ["clients", "aggregate tok/s (≥ 1 is better)", "TTFT p50 (≤ 1 is better)", "TTFT p95 (≤ 1 is better)", "TPOT p50 (≤ 1 is better)"],
+    counts.map((n) => {
+      const [a, b] = [summary[n][ours], summary[n][reference]];
+      return [n, ...["tokensPerSecond", "ttftP50Ms", "ttftP95Ms", "tpotP50Ms"].map((key) => fmt(ratio(a?.[key], b?.[key]), 3))];
+    }),
+  );
+  return { perSide, ratios: `ours / ${reference}:\n\n${ratios}` };
 }

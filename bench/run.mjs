@@ -1,7 +1,8 @@
 // npm run bench: MultimodalLM side by side with llama-mtmd-cli (built from the same vendored
-// llama.cpp) and, for text only, node-llama-cpp, on a realistic-shape random-weight model.
-// Every run is a fresh child process. `npm run bench -- --help` for the options; README.md
-// beside this file says what is measured and how.
+// llama.cpp) and, for text only, node-llama-cpp, on a realistic-shape random-weight model; and
+// `multimodal-lm serve` side by side with llama-server under N concurrent clients. Every run is
+// a fresh child process. `npm run bench -- --help` for the options; README.md beside this file
+// says what is measured and how.
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -10,13 +11,24 @@ import { fileURLToPath } from "node:url";
 
 import { Command, InvalidArgumentError, Option } from "commander";
 
+import { contextFor, DEFAULT_CLIENTS, DEFAULT_SECONDS, imageDataUrl, requestsPerClient, runConcurrentSide } from "./concurrent.mjs";
 import { referenceDescribe, referenceText } from "./reference.mjs";
-import { medians, ratio, sideBySide, target, targetLine, twoRequestSummary, twoRequestTable } from "./report.mjs";
+import {
+  concurrentSummary,
+  concurrentTables,
+  medians,
+  ratio,
+  sideBySide,
+  target,
+  targetLine,
+  twoRequestSummary,
+  twoRequestTable,
+} from "./report.mjs";
 import { cleanUp, rssMethod, runNodeScript } from "./spawn.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..");
-const SCENARIOS = ["describe", "text", "repeat", "chat"];
+const SCENARIOS = ["describe", "text", "repeat", "chat", "concurrent"];
 const MODELS = { small: "smolvlm-256m-bench", large: "qwen2vl-2b-bench" };
 const PROMPTS = {
   describe: "Describe this image in detail.",
@@ -37,12 +49,28 @@ const TARGETS = {
   repeatTtft: 0.2,
   chatTtft: 0.1,
   textVsNodeLlamaCpp: 1.0,
+  // Issue 17, at 8 concurrent clients, ours / llama-server.
+  concurrentClients: 8,
+  concurrentTpsRatio: 0.95,
+  concurrentTtftP95Ratio: 1.1,
 };
+// A concurrent run during which other processes used more CPU than this (cores, on average) is flagged.
+const OTHER_CPU_WARNING = 0.1;
+// The concurrent scenario's two sides, in the order of its first run.
+const SERVERS = ["llama-server", "MultimodalLM"];
 
 function positiveInteger(value) {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("Expected a positive integer.");
   return n;
+}
+
+function clientList(value) {
+  const list = value.split(",").map((s) => Number(s.trim()));
+  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1 || n > 64)) {
+    throw new InvalidArgumentError("Expected a comma-separated list of client counts from 1 to 64.");
+  }
+  return [...new Set(list)].sort((a, b) => a - b);
 }
 
 function scenarioList(value) {
@@ -55,16 +83,25 @@ function scenarioList(value) {
 const program = new Command("npm run bench --")
   .description(
     "Benchmarks MultimodalLM side by side with llama-mtmd-cli (same vendored llama.cpp) and, for text only, " +
-      "node-llama-cpp, on a random-weight model with a real model's dimensions. Prints markdown tables with " +
-      "medians and ratios to stdout and writes every run as JSON to bench/results/. Missed targets are reported, " +
-      "not failed: the exit status is non-zero only when something could not run.",
+      "node-llama-cpp, and `multimodal-lm serve` side by side with llama-server under concurrent clients, on a " +
+      "random-weight model with a real model's dimensions. Prints markdown tables with medians and ratios to " +
+      "stdout and writes every run as JSON to bench/results/. Missed targets are reported, not failed: the exit " +
+      "status is non-zero only when something could not run (a scenario that fails does not stop the others).",
   )
-  .option("--rounds <n>", "rounds per scenario; the order of the sides changes every round", positiveInteger, 5)
+  .option("--rounds <n>", "rounds per scenario except concurrent; the order of the sides changes every round", positiveInteger, 5)
   .option("--threads <n>", "CPU threads on every side", positiveInteger, 2)
   .option("-n, --tokens <n>", "tokens to generate per request (EOS ignored)", positiveInteger, 128)
   .option("--image <path>", "the image for every request (default: assets/sample.png)")
   .option("--large", "use the Qwen2-VL-2B-shape model (about 3 GB, generated on first use) instead of SmolVLM-256M")
   .addOption(new Option("--only <list>", `scenarios to run, comma-separated: ${SCENARIOS.join(",")}`).argParser(scenarioList).default(SCENARIOS, "all"))
+  .addOption(
+    new Option("--clients <list>", "concurrent: client counts, comma-separated (one server per count and side)")
+      .argParser(clientList)
+      .default(DEFAULT_CLIENTS, DEFAULT_CLIENTS.join(",")),
+  )
+  .option("--requests <n>", "concurrent: requests per client in the timed phase (default: max(3, ceil(16 / clients)))", positiveInteger)
+  .option("--seconds <n>", "concurrent: no client starts a request after this many seconds of the timed phase", positiveInteger, DEFAULT_SECONDS)
+  .option("--concurrent-rounds <n>", "concurrent: rounds (each runs every client count on both sides)", positiveInteger, 1)
   .option("--json", "print the JSON report to stdout instead of the tables (the tables go to stderr)")
   .addHelpText(
     "after",
@@ -74,10 +111,18 @@ Scenarios (each run is a fresh process, so load time and peak RSS are per run):
   text      text-only prompt: llama-mtmd-cli (chat mode) vs node-llama-cpp vs MultimodalLM
   repeat    same image, new question, in one MultimodalLM: with the embedding cache only, and with both caches
   chat      second chat turn after an image message, in one MultimodalLM
+  concurrent  N clients (--clients, default ${DEFAULT_CLIENTS.join(",")}) against \`multimodal-lm serve --parallel N\` and against
+            llama-server -np N: after warm-up requests that put the image into every slot, each
+            client streams image + question chat completions (-n tokens, EOS ignored) one after
+            another; aggregate tok/s, TTFT p50/p95 and time per output token p50, measured at the
+            client. About 10 minutes on 2 cores.
 
 Targets (from issue 7): describe end-to-end ratio <= ${TARGETS.e2eRatio}; prompt-eval and generation tok/s >= ${TARGETS.tokensPerSecondRatio}x
 the reference; peak RSS <= reference + ${TARGETS.rssExtraMiB} MiB; repeated image TTFT <= ${TARGETS.repeatTtft}x the first request's; second
-chat turn TTFT <= ${TARGETS.chatTtft}x; text-only generation >= ${TARGETS.textVsNodeLlamaCpp}x node-llama-cpp's tok/s.`,
+chat turn TTFT <= ${TARGETS.chatTtft}x; text-only generation >= ${TARGETS.textVsNodeLlamaCpp}x node-llama-cpp's tok/s. From issue 17, at
+${TARGETS.concurrentClients} clients: aggregate tok/s >= ${TARGETS.concurrentTpsRatio}x llama-server's, TTFT p95 <= ${TARGETS.concurrentTtftP95Ratio}x llama-server's.
+
+A scenario that fails is reported and the others still run; the exit status is then 1.`,
   );
 
 const opts = program.parse().opts();
@@ -94,19 +139,20 @@ async function importLib() {
   return { ...lib, ...testModels };
 }
 
-function ensureReferenceCli(referenceCliPath) {
-  const cli = referenceCliPath();
-  if (fs.existsSync(cli)) return cli;
-  log(`${shown(cli)} is missing: building it (node scripts/build-native.mjs --reference) ...`);
+/** The reference tools (build/bin/llama-mtmd-cli, llama-server), built first when one is missing. */
+function ensureReferenceTools(tools) {
+  const missing = tools.filter((file) => !fs.existsSync(file));
+  if (missing.length === 0) return;
+  log(`${missing.map(shown).join(", ")} missing: building the reference tools (node scripts/build-native.mjs --reference) ...`);
   // The build's output goes to stderr, so that stdout stays the report.
   const r = spawnSync(process.execPath, [path.join(root, "scripts", "build-native.mjs"), "--reference"], {
     cwd: root,
     stdio: ["ignore", process.stderr, process.stderr],
   });
-  if (r.status !== 0 || !fs.existsSync(cli)) {
-    fail(`could not build ${shown(cli)}: run \`npm run build:reference\` and fix what it reports, then run the bench again.`);
+  const still = missing.filter((file) => !fs.existsSync(file));
+  if (r.status !== 0 || still.length > 0) {
+    fail(`could not build ${(still.length ? still : missing).map(shown).join(", ")}: run \`npm run build:reference\` and fix what it reports, then run the bench again.`);
   }
-  return cli;
 }
 
 /** A path as the user would type it: relative inside the package, absolute outside. */
@@ -153,13 +199,15 @@ function rotate(sides, round) {
 
 async function main() {
   const started = performance.now();
+  const date = new Date().toISOString();
   const lib = await importLib();
   const recipe = opts.large ? MODELS.large : MODELS.small;
   // npm run starts scripts in the package root; a path the user typed is relative to where they typed it.
   const image = opts.image ? path.resolve(process.env.INIT_CWD ?? process.cwd(), opts.image) : path.join(root, "assets", "sample.png");
   if (!fs.existsSync(image)) fail(`--image ${opts.image}: no such file.`);
-  const needsReference = only.has("describe") || only.has("text");
-  const cli = needsReference ? ensureReferenceCli(lib.referenceCliPath) : undefined;
+  const cli = lib.referenceCliPath();
+  const server = path.join(path.dirname(cli), path.basename(cli).replace("llama-mtmd-cli", "llama-server"));
+  ensureReferenceTools([...(only.has("describe") || only.has("text") ? [cli] : []), ...(only.has("concurrent") ? [server] : [])]);
   if (only.has("text")) checkNodeLlamaCpp();
   const { model, mmproj } = await ensureModel(lib.ensureTestModel, recipe);
 
@@ -179,6 +227,14 @@ async function main() {
     scenarios: SCENARIOS.filter((s) => only.has(s)),
     prompts: PROMPTS,
   };
+  if (only.has("concurrent")) {
+    settings.concurrent = {
+      clients: opts.clients,
+      requestsPerClient: Object.fromEntries(opts.clients.map((n) => [n, opts.requests ?? requestsPerClient(n)])),
+      seconds: opts.seconds,
+      rounds: opts.concurrentRounds,
+    };
+  }
   const ours = (mode, loadOptions = {}) => runNodeScript(path.join(here, "node-runner.mjs"), { mode, loadOptions, ...settings });
 
   log("counting prompt tokens ...");
@@ -189,10 +245,26 @@ async function main() {
     if (r.promptTokens !== promptTokens) fail(`MultimodalLM (${mode}) evaluated ${r.promptTokens} prompt tokens, not the ${promptTokens} counted first.`);
     return r;
   };
-  const runs = { describe: [], text: [], repeat: [], chat: [] };
+  const runs = { describe: [], text: [], repeat: [], chat: [], concurrent: [] };
   const R = opts.rounds;
+  const resultsDir = path.join(here, "results");
+  const stamp = date.replace(/[:.]/g, "-");
 
-  if (only.has("describe")) {
+  // Each scenario on its own: one that fails is reported, and the others still run and report.
+  const failed = [];
+  const scenario = async (name, body) => {
+    if (!only.has(name)) return;
+    try {
+      await body();
+    } catch (error) {
+      const message = error.benchSetup ? error.message : String(error.stack ?? error);
+      failed.push({ scenario: name, message });
+      log(`${name} failed; going on with the other scenarios. ${message}`);
+    }
+  };
+  const completed = (name) => runs[name].length > 0 && !failed.some((f) => f.scenario === name);
+
+  await scenario("describe", async () => {
     const sides = {
       "llama-mtmd-cli": async () => ({ ...(await referenceDescribe(cli, settings)), promptTokens: prepared.describeTokens }),
       MultimodalLM: () => oursWith("describe", prepared.describeTokens),
@@ -203,9 +275,9 @@ async function main() {
         runs.describe.push({ round, side, ...(await sides[side]()) });
       }
     }
-  }
+  });
 
-  if (only.has("text")) {
+  await scenario("text", async () => {
     const sides = {
       "llama-mtmd-cli": async () => ({ ...(await referenceText(cli, settings)), promptTokens: prepared.textTokens.length }),
       "node-llama-cpp": () =>
@@ -218,27 +290,68 @@ async function main() {
         runs.text.push({ round, side, ...(await sides[side]()) });
       }
     }
-  }
+  });
 
   const variants = {
     "embedding cache only (reusePrefix: false)": { reusePrefix: false },
     "both caches (defaults)": {},
   };
-  if (only.has("repeat")) {
+  await scenario("repeat", async () => {
     for (let round = 1; round <= R; round++) {
       for (const variant of rotate(Object.keys(variants), round)) {
         log(`repeat, round ${round}/${R}: ${variant}`);
         runs.repeat.push({ round, variant, ...(await ours("repeat", variants[variant])) });
       }
     }
-  }
+  });
 
-  if (only.has("chat")) {
+  await scenario("chat", async () => {
     for (let round = 1; round <= R; round++) {
       log(`chat, round ${round}/${R}`);
       runs.chat.push({ round, ...(await ours("chat")) });
     }
-  }
+  });
+
+  const logDir = path.join(resultsDir, `${stamp}-${recipe}-servers`);
+  await scenario("concurrent", async () => {
+    const c = settings.concurrent;
+    // Room per slot: the image prompt (the describe prompt's positions), a question that may be
+    // longer than that prompt's, and the generated tokens.
+    const positionsPerRequest = prepared.describePositions + 64 + opts.tokens;
+    const imageUrl = imageDataUrl(image);
+    fs.mkdirSync(logDir, { recursive: true });
+    for (let round = 1; round <= c.rounds; round++) {
+      for (const [i, clients] of c.clients.entries()) {
+        // The side that goes first changes from one client count (and round) to the next.
+        for (const side of rotate(SERVERS, round + i)) {
+          log(`concurrent, round ${round}/${c.rounds}, ${clients} client(s): ${side}`);
+          const run = await runConcurrentSide(side, {
+            root,
+            model,
+            mmproj,
+            server,
+            clients,
+            contextSize: contextFor(clients, positionsPerRequest),
+            threads: opts.threads,
+            tokens: opts.tokens,
+            requests: c.requestsPerClient[clients],
+            seconds: c.seconds,
+            imageUrl,
+            logFile: path.join(logDir, `${side}-${clients}-round${round}.log`),
+          });
+          runs.concurrent.push({ round, clients, side, ...run });
+          const m = concurrentSummary([{ clients, side, ...run }])[clients][side];
+          log(
+            `  ${m.requests} requests, ${m.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${m.ttftP50Ms.toFixed(0)} / p95 ${m.ttftP95Ms.toFixed(0)} ms, ` +
+              `TPOT p50 ${m.tpotP50Ms.toFixed(1)} ms (warm-up ${m.warmupS.toFixed(1)} s)`,
+          );
+          if (m.otherCpuCores > OTHER_CPU_WARNING) {
+            log(`  warning: other processes used ${m.otherCpuCores.toFixed(2)} cores on average meanwhile: this run's numbers are not reliable.`);
+          }
+        }
+      }
+    }
+  });
 
   // --- report ---
   const of = (scenario, side) => runs[scenario].filter((r) => r.side === side);
@@ -249,7 +362,7 @@ async function main() {
   const targets = [];
   const nodeLlamaCpp = runs.text.find((r) => r.side === "node-llama-cpp");
 
-  if (runs.describe.length) {
+  if (completed("describe")) {
     const sides = [sideMedians("describe", "llama-mtmd-cli"), sideMedians("describe", "MultimodalLM")];
     const [ref, our] = sides.map((s) => s.medians);
     summary.describe = { medians: Object.fromEntries(sides.map((s) => [s.name, s.medians])), sameText: sameText("describe", "llama-mtmd-cli", "MultimodalLM") };
@@ -267,26 +380,28 @@ async function main() {
     );
   }
 
-  if (runs.text.length) {
+  if (completed("text")) {
     const sides = ["llama-mtmd-cli", "node-llama-cpp", "MultimodalLM"].map((s) => sideMedians("text", s));
     const [, nlc, our] = sides.map((s) => s.medians);
     summary.text = {
       medians: Object.fromEntries(sides.map((s) => [s.name, s.medians])),
       sameText: { "llama-mtmd-cli": sameText("text", "llama-mtmd-cli", "MultimodalLM"), "node-llama-cpp": sameText("text", "node-llama-cpp", "MultimodalLM") },
     };
+    const attempts = of("text", "llama-mtmd-cli").map((r) => r.attempts);
     sections.push(
       `### text only (${prepared.textTokens.length} prompt tokens, ${opts.tokens} generated; median of ${R})\n\n` +
         `${sideBySide(sides, ["llama-mtmd-cli", "node-llama-cpp"], { skip: ["encodeMs"] })}\n\n` +
         `llama-mtmd-cli and MultimodalLM also load the projector; node-llama-cpp loads the text model only.\n` +
         `Same text as MultimodalLM in every round: llama-mtmd-cli ${summary.text.sameText["llama-mtmd-cli"] ? "yes" : "no"}, ` +
         `node-llama-cpp ${summary.text.sameText["node-llama-cpp"] ? "yes" : "no"}.\n` +
+        (attempts.some((a) => a > 1) ? `llama-mtmd-cli runs repeated for an incomplete log: attempts per round ${attempts.join(", ")}.\n` : "") +
         `CPU code: ours ${lib.systemInfo().llamaSystemInfo.trim()}\n` +
         `node-llama-cpp ${nodeLlamaCpp.version} (prebuilt, picks its CPU variant at run time): ${nodeLlamaCpp.systemInfo.trim()}`,
     );
     targets.push(target("text-only generation tok/s, ours / node-llama-cpp", ratio(our.genTps, nlc.genTps), ">=", TARGETS.textVsNodeLlamaCpp));
   }
 
-  if (runs.repeat.length) {
+  if (completed("repeat")) {
     const rows = Object.keys(variants).map((name) => ({
       name,
       summary: twoRequestSummary(runs.repeat.filter((r) => r.variant === name)),
@@ -297,11 +412,61 @@ async function main() {
     for (const row of rows) targets.push(target(`repeated image TTFT 2 / TTFT 1, ${row.name}`, row.summary.ratio, "<=", TARGETS.repeatTtft));
   }
 
-  if (runs.chat.length) {
+  if (completed("chat")) {
     const row = { name: "second turn (defaults)", summary: twoRequestSummary(runs.chat), target: TARGETS.chatTtft };
     summary.chat = row.summary;
     sections.push(`### chat: second turn after an image message, one process (median of ${R})\n\n${twoRequestTable([row])}`);
     targets.push(target("second chat turn TTFT 2 / TTFT 1", row.summary.ratio, "<=", TARGETS.chatTtft));
+  }
+
+  // The concurrent table also shows the client counts done before a failure.
+  if (runs.concurrent.length) {
+    const [reference, our] = SERVERS;
+    const bySize = concurrentSummary(runs.concurrent);
+    const counts = Object.keys(bySize).map(Number);
+    const lo = Math.min(...counts);
+    const hi = Math.max(...counts);
+    const scaling = (side) => ratio(bySize[hi]?.[side]?.tokensPerSecond, bySize[lo]?.[side]?.tokensPerSecond);
+    // Request by request (same question), does ours write what llama-server writes?
+    const sameTextAt = (n) => {
+      const theirs = new Map(runs.concurrent.filter((r) => r.clients === n && r.side === reference).flatMap((r) => r.requests.map((q) => [`${r.round}:${q.question}`, q.text])));
+      const pairs = runs.concurrent
+        .filter((r) => r.clients === n && r.side === our)
+        .flatMap((r) => r.requests.map((q) => [q.text, theirs.get(`${r.round}:${q.question}`)]))
+        .filter(([, t]) => t !== undefined);
+      return { same: pairs.filter(([a, b]) => a === b).length, compared: pairs.length };
+    };
+    summary.concurrent = {
+      bySize,
+      scaling: { from: lo, to: hi, [our]: scaling(our), [reference]: scaling(reference) },
+      sameText: Object.fromEntries(counts.map((n) => [n, sameTextAt(n)])),
+    };
+    const { perSide, ratios } = concurrentTables(bySize, SERVERS, our, reference);
+    const c = settings.concurrent;
+    sections.push(
+      `### concurrent: N clients, each streaming image + question chat completions one after another ` +
+        `(${opts.tokens} tokens each, requests per client ${counts.map((n) => `${n}: ${c.requestsPerClient[n]}`).join(", ")}, ` +
+        `at most ${c.seconds} s; ${c.rounds === 1 ? "one round" : `median of ${c.rounds} rounds`})\n\n` +
+        `${perSide}\n\n${ratios}\n\n` +
+        `Aggregate tok/s at ${hi} clients / at ${lo}: ${our} ${fmtRatio(summary.concurrent.scaling[our])}, ${reference} ${fmtRatio(summary.concurrent.scaling[reference])}.\n` +
+        `Same text as ${reference}, request by request: ${counts.map((n) => `${n}: ${summary.concurrent.sameText[n].same}/${summary.concurrent.sameText[n].compared}`).join(", ")}.\n` +
+        `"prompt tokens evaluated": per request, prompt_tokens - usage.prompt_tokens_details.cached_tokens; "image evaluated ` +
+        `again": timed requests that evaluated more than half their prompt, so the image too (0: every one found it cached).\n` +
+        `"other processes": the CPU everything but the server and the bench used during the timed phase, in cores on ` +
+        `average; above ${OTHER_CPU_WARNING} the run competed for the CPU and its numbers are not reliable.\n` +
+        `Server logs: ${shown(logDir)}` +
+        (failed.some((f) => f.scenario === "concurrent") ? "\n\n(incomplete: the scenario failed part way, see below)" : ""),
+    );
+    const at = bySize[TARGETS.concurrentClients];
+    targets.push(
+      target(
+        `concurrent ${TARGETS.concurrentClients} clients aggregate tok/s, ours / llama-server`,
+        ratio(at?.[our]?.tokensPerSecond, at?.[reference]?.tokensPerSecond),
+        ">=",
+        TARGETS.concurrentTpsRatio,
+      ),
+      target(`concurrent ${TARGETS.concurrentClients} clients TTFT p95, ours / llama-server`, ratio(at?.[our]?.ttftP95Ms, at?.[reference]?.ttftP95Ms), "<=", TARGETS.concurrentTtftP95Ratio),
+    );
   }
 
   const info = lib.systemInfo();
@@ -321,25 +486,41 @@ async function main() {
     git: gitState(),
   };
   const totalSeconds = (performance.now() - started) / 1000;
-  const report = { date: new Date().toISOString(), settings, machine, prepared, runs, summary, targets, totalSeconds };
+  const report = { date, settings, machine, prepared, runs, summary, targets, failed, totalSeconds };
 
-  const resultsDir = path.join(here, "results");
   fs.mkdirSync(resultsDir, { recursive: true });
-  const file = path.join(resultsDir, `${report.date.replace(/[:.]/g, "-")}-${recipe}.json`);
+  const file = path.join(resultsDir, `${stamp}-${recipe}.json`);
   fs.writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
 
+  // Context and rounds of the one-process scenarios (concurrent has its own, in its heading).
+  const perProcess = settings.scenarios.some((s) => s !== "concurrent") ? `, context ${CONTEXT_SIZE}, ${R} rounds` : "";
   const header =
-    `## multimodal-lm bench: ${recipe}, ${opts.threads} threads, context ${CONTEXT_SIZE}, ${opts.tokens} tokens, ${R} rounds\n\n` +
+    `## multimodal-lm bench: ${recipe}, ${opts.threads} threads, ${opts.tokens} tokens${perProcess}\n\n` +
     `${machine.cpu} (${machine.cores} cores), Node ${process.version}, llama.cpp ${info.llamaCppCommit.slice(0, 12)}, ` +
     `image ${shown(image)}, peak RSS via ${rssMethod}`;
-  const text = [header, ...sections, `### targets\n\n\`\`\`\n${targets.map(targetLine).join("\n")}\n\`\`\``, `total ${totalSeconds.toFixed(0)} s; raw runs: ${shown(file)}`].join("\n\n");
+  const failures = failed.length
+    ? [`### failed\n\n${failed.map((f) => `- ${f.scenario}: ${f.message.split("\n")[0]}`).join("\n")}\n\n(the whole messages are in the JSON report, under "failed")`]
+    : [];
+  const text = [
+    header,
+    ...sections,
+    `### targets\n\n\`\`\`\n${targets.map(targetLine).join("\n")}\n\`\`\``,
+    ...failures,
+    `total ${totalSeconds.toFixed(0)} s; raw runs: ${shown(file)}`,
+  ].join("\n\n");
   if (opts.json) {
     process.stderr.write(`${text}\n`);
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   } else {
     process.stdout.write(`${text}\n`);
   }
+  if (failed.length) {
+    log(`error: ${failed.length === 1 ? "a scenario" : "scenarios"} failed: ${failed.map((f) => f.scenario).join(", ")} (the others are reported above)`);
+    process.exitCode = 1;
+  }
 }
+
+const fmtRatio = (r) => (r == null ? "n/a" : `${r.toFixed(2)}×`);
 
 main()
   .catch((error) => {

@@ -14,12 +14,19 @@ let runs = 0;
 // Children run in their own process group, so that a timeout or Ctrl-C stops the command
 // under GNU time too, not only time itself.
 const live = new Set();
-function killGroup(child) {
+/** Sends `signal` (default SIGKILL) to the child's whole process group. */
+export function killGroup(child, signal = "SIGKILL") {
   try {
-    process.kill(-child.pid, "SIGKILL");
+    process.kill(-child.pid, signal);
   } catch {
     // already gone
   }
+}
+
+/** Children started elsewhere (the servers of the concurrent scenario) that Ctrl-C must stop too. */
+export function track(child) {
+  live.add(child);
+  child.once("close", () => live.delete(child));
 }
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.once(signal, () => {
@@ -44,7 +51,8 @@ function probeGnuTime() {
 /** How peak RSS is measured here: "gnu-time", "proc-vmhwm" or "none". */
 export const rssMethod = probeGnuTime() ? "gnu-time" : fs.existsSync("/proc/self/status") ? "proc-vmhwm" : "none";
 
-function readVmHwmBytes(pid) {
+/** The peak RSS (VmHWM) of a running process, from /proc; undefined where that cannot be read. */
+export function readVmHwmBytes(pid) {
   try {
     const kb = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
     return kb ? Number(kb) * 1024 : undefined;
@@ -55,11 +63,11 @@ function readVmHwmBytes(pid) {
 
 /**
  * Runs `command` to its end. `input` is written to its stdin, which then stays open;
- * `onStdout(chunk, child)` sees stdout as it arrives (to answer on stdin). Resolves to
- * { code, signal, stdout, stderr, peakRssBytes }, with a null RSS where it cannot be measured;
- * rejects when the command cannot start or runs for more than 30 minutes.
+ * `onStdout(chunk, child)` and `onStderr(chunk, child)` see the output as it arrives (to answer
+ * on stdin). Resolves to { code, signal, stdout, stderr, peakRssBytes }, with a null RSS where it
+ * cannot be measured; rejects when the command cannot start or runs for more than 30 minutes.
  */
-export function spawnMeasured(command, args, { input, onStdout } = {}) {
+export function spawnMeasured(command, args, { input, onStdout, onStderr } = {}) {
   const rssFile = rssMethod === "gnu-time" ? scratchFile() : undefined;
   const child = rssFile
     ? spawn(GNU_TIME, ["-f", "%M", "-o", rssFile, command, ...args], { detached: true })
@@ -82,7 +90,10 @@ export function spawnMeasured(command, args, { input, onStdout } = {}) {
     stdout += chunk;
     onStdout?.(chunk, child);
   });
-  child.stderr.setEncoding("utf8").on("data", (chunk) => (stderr += chunk));
+  child.stderr.setEncoding("utf8").on("data", (chunk) => {
+    stderr += chunk;
+    onStderr?.(chunk, child);
+  });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       killGroup(child);
