@@ -246,7 +246,9 @@ bool Projector::encodeAborted() const {
 }
 
 int32_t Projector::nonCausalTokens(uint32_t side) const {
-    if (!vision() || side == 0) return 0;
+    // Only projectors that decode images with non-causal attention need the probe (a tiling one
+    // such as SmolVLM would make tens of MB of tiles for it).
+    if (!vision() || side == 0 || !mtmd_decode_use_non_causal(ctx_, nullptr)) return 0;
     Media image;
     image.width = image.height = side;
     Prompt probe = tokenize(marker_, {singleImage(image)}, false);
