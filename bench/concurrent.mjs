@@ -136,6 +136,7 @@ export function serverCommand(side, s) {
     args: [
       ["-m", common.model, "--mmproj", common.mmproj, "-np", s.clients, "-c", s.contextSize * s.clients, "-t", s.threads],
       ["-b", BATCH, "-ub", MICRO_BATCH, "--jinja", "--host", HOST, "--port", s.port, "--no-webui"],
+      s.extraArgs ?? [],
     ]
       .flat()
       .map(String),

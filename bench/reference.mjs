@@ -11,11 +11,14 @@ const ENCODE_DONE = "mtmd batch encoding done";
 const CHAT_PROMPT = "\n> ";
 // llama.cpp's logger is asynchronous and not flushed at exit: a run can lose its last entries.
 const ATTEMPTS = 3;
-// Chat mode prints "\n> " right after the last token. When it has not shown up (on stdout or
-// stderr) this long after the last token, the run is ended with /quit and tried again.
+// Chat mode prints "\n> " right after the last token (and its decode). When it has not shown up
+// (on stdout or stderr) this long after the last token, or 10 token times on a machine so slow
+// that that is longer, the run is ended with /quit and tried again.
 const IDLE_AFTER_GENERATION_MS = 5_000;
-// How long /quit may take before the process group is killed (and the run tried again).
+// How long /quit may take (or 10 token times) before the process group is killed (and the run
+// tried again).
 const QUIT_GRACE_MS = 10_000;
+const SLOW_MACHINE_TOKENS = 10;
 
 function commonArgs(s) {
   return [
@@ -116,8 +119,9 @@ async function runUntilComplete(what, cli, args, timings, s, spawnOptions = () =
     }
     const t = stopped ? undefined : timings(logEntries(r.stdout, r.stderr), s.tokens);
     if (t) return { ...t, attempts: attempt, peakRssBytes: r.peakRssBytes };
+    const why = stopped ? "did not end after /quit and was stopped" : `incomplete log${options.gaveUp?.() ? ` (${options.gaveUp()})` : ""}`;
     process.stderr.write(
-      `[bench]   llama-mtmd-cli (${what}): ${stopped ? "did not end after /quit and was stopped" : "incomplete log"}` +
+      `[bench]   llama-mtmd-cli (${what}): ${why}` +
         `${attempt < ATTEMPTS ? `; running it again (attempt ${attempt + 1}/${ATTEMPTS})` : ""}\n`,
     );
   }
@@ -140,8 +144,9 @@ export function referenceDescribe(cli, s) {
  * stays open until then: at the end of its input, chat mode spins on an empty read.
  *
  * The second "\n> " can come on either stream (the logger picks one per entry), so both are
- * watched. When it has not come IDLE_AFTER_GENERATION_MS after the last of the n tokens, the run
- * is ended anyway; its log is then incomplete and runUntilComplete runs it again.
+ * watched. When it has not come IDLE_AFTER_GENERATION_MS (or 10 token times) after the last of
+ * the n tokens, the run is ended anyway; its log is then incomplete and runUntilComplete runs it
+ * again.
  */
 export function referenceText(cli, s) {
   return runUntilComplete("text", cli, commonArgs(s), textTimings, s, () => {
@@ -149,16 +154,21 @@ export function referenceText(cli, s) {
     let quit = false;
     let stopped = false;
     let idle;
+    let tokenMs = 0; // the mean time per generated token, from the log's own timestamps
+    let gaveUp;
     const end = (child) => {
       if (quit) return;
       quit = true;
       clearTimeout(idle);
       child.stdin.end("/quit\n");
-      setTimeout(() => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        stopped = true;
-        killGroup(child);
-      }, QUIT_GRACE_MS).unref();
+      setTimeout(
+        () => {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          stopped = true;
+          killGroup(child);
+        },
+        Math.max(QUIT_GRACE_MS, SLOW_MACHINE_TOKENS * tokenMs),
+      ).unref();
     };
     const watch = (stream) => (chunk, child) => {
       output[stream] += chunk;
@@ -167,13 +177,26 @@ export function referenceText(cli, s) {
       const prompts = printed.filter((e) => e.msg === CHAT_PROMPT);
       if (prompts.length >= 2) {
         end(child);
-      } else if (prompts.length === 1 && printed.filter((e) => e.time > prompts[0].time).length >= s.tokens + 1) {
+      } else if (prompts.length === 1) {
+        const [, ...tokens] = printed.filter((e) => e.time > prompts[0].time); // after the "\n"
+        if (tokens.length < s.tokens) return;
         // The "\n" and all n tokens are out: only the prompt is missing. Wait a little for it.
+        tokenMs = tokens.length > 1 ? ms(tokens[0].time, tokens.at(-1).time) / (tokens.length - 1) : 0;
         clearTimeout(idle);
-        idle = setTimeout(() => end(child), IDLE_AFTER_GENERATION_MS);
+        const waitMs = Math.max(IDLE_AFTER_GENERATION_MS, SLOW_MACHINE_TOKENS * tokenMs);
+        idle = setTimeout(() => {
+          gaveUp = `no "\\n> " ${(waitMs / 1000).toFixed(1)} s after the last token: ended with /quit`;
+          end(child);
+        }, waitMs);
         idle.unref();
       }
     };
-    return { input: `${s.prompts.text}\n`, onStdout: watch("stdout"), onStderr: watch("stderr"), stoppedByUs: () => stopped };
+    return {
+      input: `${s.prompts.text}\n`,
+      onStdout: watch("stdout"),
+      onStderr: watch("stderr"),
+      stoppedByUs: () => stopped,
+      gaveUp: () => gaveUp,
+    };
   });
 }

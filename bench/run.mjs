@@ -102,6 +102,12 @@ const program = new Command("npm run bench --")
   .option("--requests <n>", "concurrent: requests per client in the timed phase (default: max(3, ceil(16 / clients)))", positiveInteger)
   .option("--seconds <n>", "concurrent: no client starts a request after this many seconds of the timed phase", positiveInteger, DEFAULT_SECONDS)
   .option("--concurrent-rounds <n>", "concurrent: rounds (each runs every client count on both sides)", positiveInteger, 1)
+  .option(
+    "--llama-server-args <args>",
+    'concurrent: more llama-server arguments, space-separated; give it with "=" when it starts with a dash (--llama-server-args=--no-cache-idle-slots)',
+    (value) => value.split(/\s+/).filter(Boolean),
+    [],
+  )
   .option("--json", "print the JSON report to stdout instead of the tables (the tables go to stderr)")
   .addHelpText(
     "after",
@@ -233,6 +239,7 @@ async function main() {
       requestsPerClient: Object.fromEntries(opts.clients.map((n) => [n, opts.requests ?? requestsPerClient(n)])),
       seconds: opts.seconds,
       rounds: opts.concurrentRounds,
+      llamaServerArgs: opts.llamaServerArgs,
     };
   }
   const ours = (mode, loadOptions = {}) => runNodeScript(path.join(here, "node-runner.mjs"), { mode, loadOptions, ...settings });
@@ -336,6 +343,7 @@ async function main() {
             tokens: opts.tokens,
             requests: c.requestsPerClient[clients],
             seconds: c.seconds,
+            extraArgs: c.llamaServerArgs,
             imageUrl,
             logFile: path.join(logDir, `${side}-${clients}-round${round}.log`),
           });
