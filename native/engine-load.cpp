@@ -43,10 +43,6 @@ bool readGguf(const std::string& path, GgufSummary& out) {
     return true;
 }
 
-std::string withDetail(const std::string& message, const std::string& detail) {
-    return detail.empty() ? message : message + " (" + detail + ")";
-}
-
 constexpr uint32_t kDefaultContextCap = 8192;
 
 // common_init_from_params' warm-up: one decode of BOS/EOS, so compute buffers exist up front.

@@ -3,6 +3,7 @@
 // every running sequence in one batch (continuous batching, after llama-server's update_slots).
 // Plain C++ structs, no N-API. mtmd is called only from media.cpp.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -28,6 +29,17 @@ class CodedError : public std::runtime_error {
  private:
     std::string code_;
 };
+
+// "message (detail)", or the message alone when there is no detail (llama.cpp's error lines).
+inline std::string withDetail(const std::string& message, const std::string& detail) {
+    return detail.empty() ? message : message + " (" + detail + ")";
+}
+
+// Milliseconds on the monotonic clock.
+inline double nowMs() {
+    using namespace std::chrono;
+    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
 
 struct LoadParams {
     std::string model;

@@ -14,15 +14,6 @@ namespace mmlm {
 
 namespace {
 
-double nowMs() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
-std::string withDetail(const std::string& message, const std::string& detail) {
-    return detail.empty() ? message : message + " (" + detail + ")";
-}
-
 bool hasGpuDevice() {
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
         const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));

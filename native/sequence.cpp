@@ -9,11 +9,6 @@
 
 namespace mmlm {
 
-double nowMs() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
 namespace {
 
 // Length of the longest suffix of `text` that is an incomplete but so-far valid UTF-8

@@ -74,6 +74,4 @@ struct Sequence {
 common_sampler* makeSampler(const llama_model* model, const SamplingParams& p, bool ignoreEos,
                             const std::vector<llama_logit_bias>& eogBias);
 
-double nowMs();
-
 }  // namespace mmlm
