@@ -1,16 +1,14 @@
 // Every image input (path, URL, data: URL, encoded bytes, raw pixels) becomes packed 8-bit RGB
 // plus a content id. Decoding is sharp's (libvips on the libuv pool), so it never blocks the loop.
 import { createHash } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
-import { resolve as resolvePath } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFile } from "node:fs/promises";
 
 import sharp, { type Metadata, type Sharp } from "sharp";
 
-import { AbortError, FileNotFoundError, ImageError, MultimodalLMError } from "../errors.js";
+import { AbortError, ImageError, MultimodalLMError } from "../errors.js";
 import { invalidParameter, is, optionalSignal, rejectUnknownKeys } from "../validate.js";
-import { decodeDataUrl } from "./data-url.js";
 import { displayUrl, fetchBytes, validateFetchLimits, type FetchLimits } from "./fetch.js";
+import { classifySource, withLocalFile, type SourceContext } from "./source.js";
 
 /** Raw pixels, row-major, 8 bits per channel: RGB (channels 3, the default) or RGBA (channels 4). */
 export interface RawImage {
@@ -175,73 +173,30 @@ interface EncodedSource {
 }
 type Source = EncodedSource | { kind: "raw"; raw: Required<RawImage> };
 
+const SOURCE: SourceContext = { kind: "image", param: "input", expected: INPUT_EXPECTED };
+
 async function readSource(input: ImageInput, opts: ResolvedImageOptions): Promise<Source> {
   throwIfAborted(opts.signal);
-  if (is.string(input)) return readString(input, opts);
-  if (input instanceof URL) return readUrl(input, opts);
-  if (input instanceof Uint8Array) {
-    const bytes = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-    return { kind: "encoded", bytes, label: `buffer of ${bytes.length} bytes` };
+  const source = classifySource(input, SOURCE);
+  switch (source?.type) {
+    case "path":
+      return readLocalFile(source.path);
+    case "url": {
+      const { bytes, contentType, finalUrl } = await fetchBytes(source.url, { ...opts.fetch, signal: opts.signal });
+      const label = `${displayUrl(finalUrl)}${contentType ? ` (content-type ${contentType})` : ""}`;
+      return { kind: "encoded", bytes, label };
+    }
+    case "data":
+      return { kind: "encoded", bytes: source.bytes, label: `data: URL${source.mediaType ? ` (${source.mediaType})` : ""}` };
+    case "bytes":
+      return { kind: "encoded", bytes: source.bytes, label: `buffer of ${source.bytes.length} bytes` };
   }
   if (is.object(input) && "data" in input) return { kind: "raw", raw: validateRawImage(input) };
   throw invalidParameter("input", INPUT_EXPECTED, input);
 }
 
-async function readString(input: string, opts: ResolvedImageOptions): Promise<Source> {
-  if (input.length === 0) throw invalidParameter("input", INPUT_EXPECTED, input);
-  if (/^data:/i.test(input)) return readDataUrl(input);
-  if (/^(https?|file):/i.test(input)) {
-    if (!URL.canParse(input)) throw invalidParameter("input", "a valid URL", input);
-    return readUrl(new URL(input), opts);
-  }
-  // Two or more letters before "://" so a Windows drive ("C:\\", "C://") still reads as a path.
-  if (/^[a-z][a-z0-9+.-]+:\/\//i.test(input)) throw invalidParameter("input", "a path or a file:, http:, https: or data: URL", input);
-  return readLocalFile(resolvePath(input));
-}
-
-async function readUrl(url: URL, opts: ResolvedImageOptions): Promise<Source> {
-  switch (url.protocol) {
-    case "data:":
-      return readDataUrl(url.href);
-    case "file:": {
-      let path: string;
-      try {
-        path = fileURLToPath(url);
-      } catch (error) {
-        throw new MultimodalLMError("E_INVALID_ARGUMENT", `Expected a local file: URL for input but received ${url.href}: ${(error as Error).message}`);
-      }
-      return readLocalFile(path);
-    }
-    case "http:":
-    case "https:": {
-      const { bytes, contentType, finalUrl } = await fetchBytes(url, { ...opts.fetch, signal: opts.signal });
-      const label = `${displayUrl(finalUrl)}${contentType ? ` (content-type ${contentType})` : ""}`;
-      return { kind: "encoded", bytes, label };
-    }
-    default:
-      throw invalidParameter("input", "a path or a file:, http:, https: or data: URL", url.href);
-  }
-}
-
-function readDataUrl(url: string): EncodedSource {
-  const { mediaType, bytes } = decodeDataUrl(url);
-  return { kind: "encoded", bytes, label: `data: URL${mediaType ? ` (${mediaType})` : ""}` };
-}
-
-async function readLocalFile(path: string): Promise<EncodedSource> {
-  const missing = (why: string, cause?: unknown) => new FileNotFoundError(path, `Image file ${path} ${why}`, { cause });
-  try {
-    const info = await stat(path);
-    // A FIFO or device (/dev/zero) would never end; only regular files are read.
-    if (info.isDirectory()) throw missing("is a directory, not an image file. Pass the path of the image itself.");
-    if (!info.isFile()) throw missing("is not a regular file.");
-    return { kind: "encoded", bytes: await readFile(path), label: `file ${path}` };
-  } catch (error) {
-    if (error instanceof FileNotFoundError) throw error;
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") throw missing("does not exist. Check the path (relative paths resolve against the current directory).", error);
-    throw missing(`could not be read: ${(error as Error).message}`, error);
-  }
+function readLocalFile(path: string): Promise<EncodedSource> {
+  return withLocalFile(path, "image", async () => ({ kind: "encoded", bytes: await readFile(path), label: `file ${path}` }));
 }
 
 function validateRawImage(raw: Record<string, unknown>): Required<RawImage> {

@@ -5,17 +5,16 @@
 // that is always removed.
 import { createHash } from "node:crypto";
 import { rmSync } from "node:fs";
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve as resolvePath } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 
-import { AbortError, FileNotFoundError, MultimodalLMError, VideoError } from "../errors.js";
+import { AbortError, MultimodalLMError, VideoError } from "../errors.js";
 import { invalidParameter, is, optionalInteger, optionalNumber, optionalSignal, rejectUnknownKeys } from "../validate.js";
-import { decodeDataUrl } from "./data-url.js";
 import { findFfmpeg, runTool, type FfmpegBinaries } from "./ffmpeg.js";
 import { displayUrl, fetchBytes, validateFetchLimits, type FetchLimits } from "./fetch.js";
 import { contentId, fitPixelBudget, validateImageOptions, type DecodedImage } from "./image.js";
+import { classifySource, withLocalFile, type SourceContext } from "./source.js";
 
 /** A local path, a `file:`/`http(s):`/`data:video/...;base64` URL, or the bytes of a video file. */
 export type VideoInput = string | URL | Buffer | Uint8Array;
@@ -430,20 +429,13 @@ export function liveTempDirs(): number {
 
 const INPUT_EXPECTED = "a path, a file:/http(s):/data:video URL, a Buffer or a Uint8Array";
 
-async function localFile(path: string): Promise<Source> {
-  const missing = (why: string, cause?: unknown) => new FileNotFoundError(path, `Video file ${path} ${why}`, { cause });
-  try {
-    const info = await stat(path);
-    if (info.isDirectory()) throw missing("is a directory, not a video file. Pass the path of the video itself.");
-    if (!info.isFile()) throw missing("is not a regular file.");
+const SOURCE: SourceContext = { kind: "video", param: "video", expected: INPUT_EXPECTED };
+
+function localFile(path: string): Promise<Source> {
+  return withLocalFile(path, "video", (info) => {
     if (info.size === 0) throw new VideoError("E_VIDEO_DECODE", `Video file ${path} is empty (0 bytes), so it has no frames.`);
-  } catch (error) {
-    if (error instanceof MultimodalLMError) throw error;
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") throw missing("does not exist. Check the path (relative paths resolve against the current directory).", error);
-    throw missing(`could not be read: ${(error as Error).message}`, error);
-  }
-  return { file: path, label: `Video file ${path}`, cleanup: async () => {} };
+    return { file: path, label: `Video file ${path}`, cleanup: async () => {} };
+  });
 }
 
 async function readSource(input: VideoInput, opts: ResolvedVideoOptions): Promise<Source> {
@@ -451,46 +443,21 @@ async function readSource(input: VideoInput, opts: ResolvedVideoOptions): Promis
     if (bytes.length === 0) throw new VideoError("E_VIDEO_DECODE", `${label} is empty (0 bytes), so it has no frames.`);
     return toTempFile(bytes, label);
   };
-  if (input instanceof Uint8Array) return bytesSource(input, `The video buffer (${input.length} bytes)`);
-  let url: URL | undefined;
-  if (input instanceof URL) url = input;
-  else if (is.string(input)) {
-    if (input.length === 0) throw invalidParameter("video", INPUT_EXPECTED, input);
-    if (/^data:/i.test(input)) {
-      const { mediaType, bytes } = decodeDataUrl(input, "video");
-      return bytesSource(bytes, `The data: URL video${mediaType ? ` (${mediaType})` : ""}`);
-    }
-    if (/^(https?|file):/i.test(input)) {
-      if (!URL.canParse(input)) throw invalidParameter("video", "a valid URL", input);
-      url = new URL(input);
-    } else if (/^[a-z][a-z0-9+.-]+:\/\//i.test(input)) {
-      throw invalidParameter("video", "a path or a file:, http:, https: or data: URL", input);
-    } else return localFile(resolvePath(input));
-  } else throw invalidParameter("video", INPUT_EXPECTED, input);
-
-  switch (url.protocol) {
-    case "data:": {
-      const { mediaType, bytes } = decodeDataUrl(url.href, "video");
-      return bytesSource(bytes, `The data: URL video${mediaType ? ` (${mediaType})` : ""}`);
-    }
-    case "file:": {
-      let path: string;
-      try {
-        path = fileURLToPath(url);
-      } catch (error) {
-        throw new MultimodalLMError("E_INVALID_ARGUMENT", `Expected a local file: URL for video but received ${url.href}: ${(error as Error).message}`);
-      }
-      return localFile(path);
-    }
-    case "http:":
-    case "https:": {
+  const source = classifySource(input, SOURCE);
+  switch (source?.type) {
+    case "path":
+      return localFile(source.path);
+    case "url": {
       // Downloaded here, with limits; ffmpeg never sees a URL.
-      const { bytes, finalUrl } = await fetchBytes(url, { ...opts.fetch, signal: opts.signal });
+      const { bytes, finalUrl } = await fetchBytes(source.url, { ...opts.fetch, signal: opts.signal });
       return bytesSource(bytes, `The video at ${displayUrl(finalUrl)}`);
     }
-    default:
-      throw invalidParameter("video", "a path or a file:, http:, https: or data: URL", url.href);
+    case "data":
+      return bytesSource(source.bytes, `The data: URL video${source.mediaType ? ` (${source.mediaType})` : ""}`);
+    case "bytes":
+      return bytesSource(source.bytes, `The video buffer (${source.bytes.length} bytes)`);
   }
+  throw invalidParameter("video", INPUT_EXPECTED, input);
 }
 
 // ---- extraction ------------------------------------------------------------------------------

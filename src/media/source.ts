@@ -1,0 +1,116 @@
+// Where an image or video comes from: one sorting of string / URL / bytes inputs into a local
+// path, an http(s) URL to fetch, a decoded data: URL or bytes, with the messages both kinds share.
+// What is done with each (reading, fetching, temp files, labels) stays with the kind.
+import type { Stats } from "node:fs";
+import { stat } from "node:fs/promises";
+import { resolve as resolvePath } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { FileNotFoundError, MultimodalLMError } from "../errors.js";
+import { invalidParameter, is } from "../validate.js";
+import { decodeDataUrl } from "./data-url.js";
+
+export type MediaKind = "image" | "video";
+
+/** An input sorted by where its bytes are. */
+export type MediaSource =
+  /** A local file: an absolute path (relative ones resolved against the current directory, file: URLs converted). */
+  | { type: "path"; path: string }
+  /** An http: or https: URL, to be fetched with limits. */
+  | { type: "url"; url: URL }
+  /** A base64 data: URL, already decoded; `mediaType` is as written (lowercased), possibly "". */
+  | { type: "data"; mediaType: string; bytes: Buffer }
+  /** A Buffer, or a Uint8Array viewed as one (not copied). */
+  | { type: "bytes"; bytes: Buffer };
+
+export interface SourceContext {
+  kind: MediaKind;
+  /** The argument's name in messages: "input", "video". */
+  param: string;
+  /** What the argument may be, for the message on an empty string. */
+  expected: string;
+}
+
+/** The schemes accepted, for the message on any other. */
+export const SUPPORTED_SCHEMES = "a path or a file:, http:, https: or data: URL";
+
+const DATA_URL = /^data:/i;
+const FETCHABLE_URL = /^(https?|file):/i;
+// Two or more letters before "://" so a Windows drive ("C:\\", "C://") still reads as a path.
+const OTHER_URL = /^[a-z][a-z0-9+.-]+:\/\//i;
+
+/**
+ * Sorts a string, URL or bytes input; `undefined` for anything else (the caller accepts its own
+ * kinds, such as raw pixels, or rejects it). Throws E_INVALID_ARGUMENT for an empty string, a URL
+ * that does not parse, a scheme other than file:/http(s):/data: and a file: URL that is not local,
+ * and E_INVALID_DATA_URL for a malformed data: URL.
+ */
+export function classifySource(input: unknown, ctx: SourceContext): MediaSource | undefined {
+  if (is.string(input)) return classifyString(input, ctx);
+  if (input instanceof URL) return classifyUrl(input, ctx);
+  if (input instanceof Uint8Array) {
+    return { type: "bytes", bytes: Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength) };
+  }
+  return undefined;
+}
+
+function classifyString(input: string, ctx: SourceContext): MediaSource {
+  if (input.length === 0) throw invalidParameter(ctx.param, ctx.expected, input);
+  if (DATA_URL.test(input)) return dataSource(input, ctx.kind);
+  if (FETCHABLE_URL.test(input)) {
+    if (!URL.canParse(input)) throw invalidParameter(ctx.param, "a valid URL", input);
+    return classifyUrl(new URL(input), ctx);
+  }
+  if (OTHER_URL.test(input)) throw invalidParameter(ctx.param, SUPPORTED_SCHEMES, input);
+  return { type: "path", path: resolvePath(input) };
+}
+
+function classifyUrl(url: URL, ctx: SourceContext): MediaSource {
+  switch (url.protocol) {
+    case "data:":
+      return dataSource(url.href, ctx.kind);
+    case "file:": {
+      try {
+        return { type: "path", path: fileURLToPath(url) };
+      } catch (error) {
+        throw new MultimodalLMError("E_INVALID_ARGUMENT", `Expected a local file: URL for ${ctx.param} but received ${url.href}: ${(error as Error).message}`);
+      }
+    }
+    case "http:":
+    case "https:":
+      return { type: "url", url };
+    default:
+      throw invalidParameter(ctx.param, SUPPORTED_SCHEMES, url.href);
+  }
+}
+
+function dataSource(url: string, kind: MediaKind): MediaSource {
+  const { mediaType, bytes } = decodeDataUrl(url, kind);
+  return { type: "data", mediaType, bytes };
+}
+
+const NOUNS: Record<MediaKind, { title: string; article: string }> = {
+  image: { title: "Image", article: "an" },
+  video: { title: "Video", article: "a" },
+};
+
+/**
+ * Checks that `path` is a regular file, then runs `use` on its stats. A missing path, a directory,
+ * a FIFO or device (which would never end) and any fs error, from `stat` or from `use`, reject with
+ * FileNotFoundError ("Image file /x does not exist. ..."); a MultimodalLMError from `use` passes through.
+ */
+export async function withLocalFile<T>(path: string, kind: MediaKind, use: (info: Stats) => Promise<T> | T): Promise<T> {
+  const { title, article } = NOUNS[kind];
+  const missing = (why: string, cause?: unknown) => new FileNotFoundError(path, `${title} file ${path} ${why}`, { cause });
+  try {
+    const info = await stat(path);
+    if (info.isDirectory()) throw missing(`is a directory, not ${article} ${kind} file. Pass the path of the ${kind} itself.`);
+    if (!info.isFile()) throw missing("is not a regular file.");
+    return await use(info);
+  } catch (error) {
+    if (error instanceof MultimodalLMError) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") throw missing("does not exist. Check the path (relative paths resolve against the current directory).", error);
+    throw missing(`could not be read: ${(error as Error).message}`, error);
+  }
+}
