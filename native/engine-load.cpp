@@ -196,6 +196,7 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
     } catch (const std::exception& e) {
         throw CodedError("E_MODEL_LOAD", std::string("the chat template could not be parsed: ") + e.what());
     }
+    state->chat = std::make_unique<ChatLayer>(state->templates.get(), state->vocab);
 
     // llama_decode stops early only when every sequence in the batch has been aborted.
     llama_set_abort_callback(

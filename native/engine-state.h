@@ -42,6 +42,7 @@ struct Engine::State {
     const llama_vocab* vocab = nullptr;
     std::unique_ptr<Projector> projector;  // read-only after load: tokenize on any thread
     common_chat_templates_ptr templates;   // read-only after load
+    std::unique_ptr<ChatLayer> chat;       // on the templates; used from the JS thread
     std::vector<llama_logit_bias> eogBias;
     int32_t batchSize = 2048;  // llama_n_batch
     int32_t ubatchSize = 512;  // llama_n_ubatch

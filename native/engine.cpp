@@ -4,6 +4,7 @@
 // the batch size, and sample each sequence from its own row of logits.
 #include <algorithm>
 #include <climits>
+#include <cmath>
 
 #include "engine-state.h"
 #include "sampling.h"
@@ -172,9 +173,8 @@ void Engine::admit() {
                                          " tokens; send a smaller image or load with a smaller imageMaxTokens");
                 }
             }
+            std::unique_ptr<common_sampler, SamplerDeleter> sampler(makeSampler(s.model, p, s.eogBias));
             Slot* slot = pickSlot(prompt);
-            std::unique_ptr<common_sampler, SamplerDeleter> sampler(
-                makeSampler(s.model, p.sampling, p.ignoreEos, s.eogBias));
             auto seq = std::make_unique<Sequence>(std::move(job), std::move(prompt));
             seq->sampler = std::move(sampler);
             seq->t0 = t0;
@@ -461,14 +461,22 @@ void Engine::afterLogits(Slot& slot, int32_t index) {
         finish(slot, "context");
         return;
     }
-    const llama_token token = common_sampler_sample(q.sampler.get(), s.ctx, index);
-    common_sampler_accept(q.sampler.get(), token, true);
+    llama_token token = 0;
+    try {
+        token = common_sampler_sample(q.sampler.get(), s.ctx, index);
+        common_sampler_accept(q.sampler.get(), token, true);
+    } catch (const std::exception& e) {
+        // A grammar that admits no token here (e.g. a user grammar that cannot end).
+        fail(slot, CodedError("E_INVALID_GRAMMAR", std::string("sampling under the grammar failed: ") + e.what()));
+        return;
+    }
     if (q.sampled++ == 0) r.timeToFirstTokenMs = nowMs() - q.t0;
     if (!p.ignoreEos && llama_vocab_is_eog(s.vocab, token)) {
         finish(slot, "eos");
         return;
     }
     r.completionTokens++;
+    if (p.logprobs >= 0) recordLogprobs(q, index, token);
     if (q.output.append(common_token_to_piece(s.ctx, token, true), q.job->onPiece)) {
         finish(slot, "stop");
         return;
@@ -478,6 +486,36 @@ void Engine::afterLogits(Slot& slot, int32_t index) {
         return;
     }
     q.lastToken = token;
+}
+
+// The sampled token's log-probability and the top alternatives, from the raw logits (a softmax
+// over the whole vocabulary), as llama-server's n_probs reports them.
+void Engine::recordLogprobs(Sequence& q, int32_t index, int32_t token) {
+    State& s = *state_;
+    const float* logits = llama_get_logits_ith(s.ctx, index);
+    const int32_t n = llama_vocab_n_tokens(s.vocab);
+    if (logits == nullptr || n <= 0) return;
+    float maxLogit = logits[0];
+    for (int32_t i = 1; i < n; ++i) maxLogit = std::max(maxLogit, logits[i]);
+    double sum = 0;
+    for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - maxLogit));
+    const double logSum = std::log(sum) + maxLogit;
+    auto entry = [&](int32_t id) {
+        return TokenProb{id, common_token_to_piece(s.ctx, id, true),
+                         static_cast<float>(static_cast<double>(logits[id]) - logSum)};
+    };
+    TokenLogprobs out;
+    out.sampled = entry(token);
+    const int32_t k = std::min(q.job->params.logprobs, n);
+    if (k > 0) {
+        std::vector<int32_t> ids(n);
+        for (int32_t i = 0; i < n; ++i) ids[i] = i;
+        std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                          [logits](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+        for (int32_t i = 0; i < k; ++i) out.top.push_back(entry(ids[i]));
+    }
+    if (q.job->onLogprobs) q.job->onLogprobs(out);
+    q.result.logprobs.push_back(std::move(out));
 }
 
 // --- retiring sequences ---------------------------------------------------------
@@ -607,33 +645,7 @@ TokenCount Engine::countTokens(const std::string& prompt, const std::vector<Medi
     return out;
 }
 
-std::string Engine::formatChat(const std::vector<ChatMessage>& messages, bool addGenerationPrompt) const {
-    common_chat_templates_inputs inputs;
-    inputs.use_jinja = true;
-    inputs.add_generation_prompt = addGenerationPrompt;
-    inputs.add_bos = llama_vocab_get_add_bos(state_->vocab);
-    inputs.add_eos = llama_vocab_get_add_eos(state_->vocab);
-    for (const ChatMessage& m : messages) {
-        common_chat_msg msg;
-        msg.role = m.role;
-        if (m.parts.empty()) {
-            msg.content = m.content;
-        } else {
-            for (const ChatPart& part : m.parts) {
-                common_chat_msg_content_part cp;
-                cp.type = part.media ? "media_marker" : "text";
-                cp.text = part.media ? state_->projector->marker() : part.text;
-                msg.content_parts.push_back(std::move(cp));
-            }
-        }
-        inputs.messages.push_back(std::move(msg));
-    }
-    try {
-        return common_chat_templates_apply(state_->templates.get(), inputs).prompt;
-    } catch (const std::exception& e) {
-        throw CodedError("E_INVALID_ARGUMENT", std::string("the chat template failed on these messages: ") + e.what());
-    }
-}
+ChatLayer& Engine::chat() const { return *state_->chat; }
 
 std::vector<int32_t> Engine::tokenize(const std::string& text, bool addSpecial, bool parseSpecial) const {
     std::vector<llama_token> tokens = common_tokenize(state_->vocab, text, addSpecial, parseSpecial);

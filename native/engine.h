@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "chat-layer.h"
 #include "image-cache.h"
 #include "log-routing.h"
 
@@ -113,6 +114,29 @@ struct SamplingParams {
     uint32_t seed = 0xFFFFFFFF;  // LLAMA_DEFAULT_SEED: random
 };
 
+// A grammar on the output, from the chat template (a JSON schema or tools) or the user.
+struct OutputConstraint {
+    enum class Kind { None, User, Template } kind = Kind::None;
+    std::string grammar;
+    bool lazy = false;  // applies from the first trigger on (tool calls that text may precede)
+    std::vector<GrammarTrigger> triggers;
+    std::vector<std::string> preservedTokens;
+    std::string generationPrompt;  // a template grammar starts with it: fed to the grammar first
+};
+
+struct TokenProb {
+    int32_t token = 0;
+    std::string piece;
+    float logprob = 0;
+};
+
+// One generated token's log-probability and the most likely alternatives, from the raw logits
+// (before sampling), as llama-server reports them.
+struct TokenLogprobs {
+    TokenProb sampled;
+    std::vector<TokenProb> top;
+};
+
 struct GenerateParams {
     std::string prompt;  // with one media marker per MediaItem
     std::vector<MediaItem> media;
@@ -121,6 +145,9 @@ struct GenerateParams {
     int32_t maxTokens = -1;  // -1: until EOS or the context is full
     std::vector<std::string> stop;
     bool ignoreEos = false;
+    OutputConstraint constraint;
+    int32_t logprobs = -1;  // -1: none; else the alternatives per token (0..20)
+    std::vector<std::pair<int32_t, float>> logitBias;
 };
 
 struct GenerateResult {
@@ -144,6 +171,7 @@ struct GenerateResult {
     int32_t imageCacheHits = 0;
     int32_t imageCacheMisses = 0;
     int32_t encodedChunks = 0;
+    std::vector<TokenLogprobs> logprobs;
 };
 
 struct EmbedResult {
@@ -173,18 +201,8 @@ struct TokenCount {
     int32_t mediaChunks = 0;
 };
 
-struct ChatPart {
-    bool media = false;  // a media marker; otherwise text
-    std::string text;
-};
-
-struct ChatMessage {
-    std::string role;
-    std::string content;          // used when parts is empty
-    std::vector<ChatPart> parts;  // OpenAI-style content parts
-};
-
 class Prompt;
+struct Sequence;
 
 // One generation request and where its output goes. The callbacks run on the engine thread;
 // exactly one of onDone and onFail is called, last.
@@ -192,6 +210,7 @@ struct GenerateJob {
     GenerateParams params;
     std::shared_ptr<std::atomic<bool>> abort;
     std::function<void(const std::string&)> onPiece;
+    std::function<void(const TokenLogprobs&)> onLogprobs;  // optional
     std::function<void(GenerateResult&&)> onDone;
     std::function<void(const CodedError&)> onFail;
 };
@@ -228,7 +247,8 @@ class Engine {
     // --- read-only once loaded; safe on any thread while the engine thread decodes ---
     // Media with empty rgb count as zero-filled images of their size; nothing is encoded.
     TokenCount countTokens(const std::string& prompt, const std::vector<MediaItem>& media, bool addSpecial) const;
-    std::string formatChat(const std::vector<ChatMessage>& messages, bool addGenerationPrompt) const;
+    // The chat layer: templates with tools and schemas, output parsing, grammar checks.
+    ChatLayer& chat() const;
     std::vector<int32_t> tokenize(const std::string& text, bool addSpecial, bool parseSpecial) const;
     std::string detokenize(const std::vector<int32_t>& tokens) const;
     bool loaded() const;
@@ -251,6 +271,7 @@ class Engine {
     };
     bool decodeEntries(const std::vector<BatchEntry>& entries);
     void afterLogits(Slot& slot, int32_t index);
+    void recordLogprobs(Sequence& q, int32_t index, int32_t token);
     void finish(Slot& slot, const std::string& stopReason);
     void fail(Slot& slot, const CodedError& error);
     void failAll(const CodedError& error);

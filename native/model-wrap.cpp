@@ -90,10 +90,58 @@ std::vector<MediaItem> readMediaItems(const Napi::Value& value) {
     return items;
 }
 
+std::vector<std::string> readStrings(const Napi::Value& value) {
+    std::vector<std::string> out;
+    if (!value.IsArray()) return out;
+    Napi::Array a = value.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+    return out;
+}
+
+// {kind: "user" | "template", grammar, lazy, triggers: [{type, value}], preservedTokens, generationPrompt}
+OutputConstraint readConstraint(const Napi::Value& value) {
+    OutputConstraint c;
+    if (!value.IsObject()) return c;
+    Napi::Object o = value.As<Napi::Object>();
+    const std::string kind = getString(o, "kind");
+    c.kind = kind == "user"       ? OutputConstraint::Kind::User
+             : kind == "template" ? OutputConstraint::Kind::Template
+                                  : OutputConstraint::Kind::None;
+    c.grammar = getString(o, "grammar");
+    c.lazy = getBool(o, "lazy", false);
+    Napi::Value triggers = o.Get("triggers");
+    if (triggers.IsArray()) {
+        Napi::Array a = triggers.As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); ++i) {
+            Napi::Object t = a.Get(i).As<Napi::Object>();
+            c.triggers.push_back({getInt(t, "type", 1), getString(t, "value")});
+        }
+    }
+    c.preservedTokens = readStrings(o.Get("preservedTokens"));
+    c.generationPrompt = getString(o, "generationPrompt");
+    return c;
+}
+
+Napi::Object tokenProbObject(Napi::Env env, const TokenProb& p) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("token", p.token);
+    o.Set("bytes", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(p.piece.data()), p.piece.size()));
+    o.Set("logprob", p.logprob);
+    return o;
+}
+
+Napi::Object logprobsObject(Napi::Env env, const TokenLogprobs& l) {
+    Napi::Object o = tokenProbObject(env, l.sampled);
+    Napi::Array top = Napi::Array::New(env, l.top.size());
+    for (size_t i = 0; i < l.top.size(); ++i) top.Set(static_cast<uint32_t>(i), tokenProbObject(env, l.top[i]));
+    o.Set("top", top);
+    return o;
+}
+
 // --- events from the engine thread to JS --------------------------------------
 
 struct Event {
-    enum class Kind { Progress, Piece, Done, Fail } kind;
+    enum class Kind { Progress, Piece, Logprobs, Done, Fail } kind;
     float progress = 0;
     std::string text;
     std::function<Napi::Value(Napi::Env)> value;
@@ -143,7 +191,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                                InstanceMethod<&NativeModel::clearCaches>("clearCaches"),
                                InstanceMethod<&NativeModel::stats>("stats"),
                                InstanceMethod<&NativeModel::cancel>("cancel"),
-                               InstanceMethod<&NativeModel::formatChat>("formatChat"),
+                               InstanceMethod<&NativeModel::applyChat>("applyChat"),
+                               InstanceMethod<&NativeModel::parseChat>("parseChat"),
+                               InstanceMethod<&NativeModel::schemaToGrammar>("schemaToGrammar"),
+                               InstanceMethod<&NativeModel::checkGrammar>("checkGrammar"),
                                InstanceMethod<&NativeModel::tokenize>("tokenize"),
                                InstanceMethod<&NativeModel::detokenize>("detokenize"),
                                InstanceMethod<&NativeModel::dispose>("dispose"),
@@ -371,10 +422,17 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         s.seed = getUint(o, "seed", s.seed);
         p->maxTokens = getInt(o, "maxTokens", p->maxTokens);
         p->ignoreEos = getBool(o, "ignoreEos", false);
-        Napi::Value stop = o.Get("stop");
-        if (stop.IsArray()) {
-            Napi::Array a = stop.As<Napi::Array>();
-            for (uint32_t i = 0; i < a.Length(); ++i) p->stop.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+        p->stop = readStrings(o.Get("stop"));
+        p->constraint = readConstraint(o.Get("constraint"));
+        p->logprobs = getInt(o, "logprobs", -1);
+        Napi::Value bias = o.Get("logitBias");
+        if (bias.IsArray()) {
+            Napi::Array a = bias.As<Napi::Array>();
+            for (uint32_t i = 0; i < a.Length(); ++i) {
+                Napi::Array pair = a.Get(i).As<Napi::Array>();
+                p->logitBias.emplace_back(pair.Get(0u).As<Napi::Number>().Int32Value(),
+                                          pair.Get(1u).As<Napi::Number>().FloatValue());
+            }
         }
         Request r = makeRequest(info, id, info[2].As<Napi::Function>());
         auto job = std::make_unique<GenerateJob>();
@@ -384,6 +442,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         OpFunction fn = r.fn;
         std::atomic<bool>* disposing = &disposing_;
         job->onPiece = [emit](const std::string& piece) { emit.piece(piece); };
+        if (job->params.logprobs >= 0) {
+            job->onLogprobs = [emit](const TokenLogprobs& l) {
+                auto shared = std::make_shared<TokenLogprobs>(l);
+                emit.send(new Event{Event::Kind::Logprobs, 0, {}, [shared](Napi::Env env) -> Napi::Value {
+                                        return logprobsObject(env, *shared);
+                                    }, {}});
+            };
+        }
         job->onDone = [emit, fn](GenerateResult&& result) mutable {
             auto shared = std::make_shared<GenerateResult>(std::move(result));
             emit.send(new Event{
@@ -418,6 +484,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         out.Set("imageCacheHits", r.imageCacheHits);
         out.Set("imageCacheMisses", r.imageCacheMisses);
         out.Set("encodedChunks", r.encodedChunks);
+        Napi::Array logprobs = Napi::Array::New(env, r.logprobs.size());
+        for (size_t i = 0; i < r.logprobs.size(); ++i) {
+            logprobs.Set(static_cast<uint32_t>(i), logprobsObject(env, r.logprobs[i]));
+        }
+        out.Set("logprobs", logprobs);
         return out;
     }
 
@@ -510,34 +581,92 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         return info.Env().Undefined();
     }
 
-    Napi::Value formatChat(const Napi::CallbackInfo& info) {
-        Napi::Env env = info.Env();
+    // Runs `fn` and turns a CodedError into a thrown JS error.
+    template <typename Fn>
+    Napi::Value sync(Napi::Env env, Fn fn) {
         if (!guard(env, true)) return env.Undefined();
-        std::vector<ChatMessage> messages;
-        Napi::Array a = info[0].As<Napi::Array>();
-        for (uint32_t i = 0; i < a.Length(); ++i) {
-            Napi::Object m = a.Get(i).As<Napi::Object>();
-            ChatMessage msg;
-            msg.role = getString(m, "role");
-            Napi::Value content = m.Get("content");
-            if (content.IsString()) {
-                msg.content = content.As<Napi::String>().Utf8Value();
-            } else if (content.IsArray()) {
-                Napi::Array parts = content.As<Napi::Array>();
-                for (uint32_t j = 0; j < parts.Length(); ++j) {
-                    Napi::Object part = parts.Get(j).As<Napi::Object>();
-                    const bool isMedia = getString(part, "type") == "media";
-                    msg.parts.push_back({isMedia, isMedia ? "" : getString(part, "text")});
-                }
-            }
-            messages.push_back(std::move(msg));
-        }
         try {
-            return Napi::String::New(env, engine_->formatChat(messages, info[1].As<Napi::Boolean>().Value()));
+            return fn();
         } catch (const CodedError& e) {
             codedError(env, e.code(), e.what()).ThrowAsJavaScriptException();
-            return env.Undefined();
+        } catch (const std::exception& e) {
+            codedError(env, "E_ENGINE", e.what()).ThrowAsJavaScriptException();
         }
+        return env.Undefined();
+    }
+
+    // applyChat(requestJson): the prompt and the output grammar for a chat request.
+    Napi::Value applyChat(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        return sync(env, [&]() -> Napi::Value {
+            ChatParams c = engine_->chat().apply(info[0].As<Napi::String>().Utf8Value());
+            Napi::Object out = Napi::Object::New(env);
+            out.Set("prompt", c.prompt);
+            out.Set("grammar", c.grammar);
+            out.Set("lazy", c.grammarLazy);
+            Napi::Array triggers = Napi::Array::New(env, c.triggers.size());
+            for (size_t i = 0; i < c.triggers.size(); ++i) {
+                Napi::Object t = Napi::Object::New(env);
+                t.Set("type", c.triggers[i].type);
+                t.Set("value", c.triggers[i].value);
+                triggers.Set(static_cast<uint32_t>(i), t);
+            }
+            out.Set("triggers", triggers);
+            auto strings = [&env](const std::vector<std::string>& v) {
+                Napi::Array a = Napi::Array::New(env, v.size());
+                for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
+                return a;
+            };
+            out.Set("preservedTokens", strings(c.preservedTokens));
+            out.Set("additionalStops", strings(c.additionalStops));
+            out.Set("generationPrompt", c.generationPrompt);
+            out.Set("format", c.format);
+            out.Set("parser", c.parser);
+            out.Set("continuation", c.continuation);
+            out.Set("toolsPrefilled", c.toolsPrefilled);
+            out.Set("supportsTools", engine_->chat().supportsTools());
+            return out;
+        });
+    }
+
+    // parseChat(text, partial, format, parser, generationPrompt, continuation)
+    Napi::Value parseChat(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        return sync(env, [&]() -> Napi::Value {
+            ParsedChat p = engine_->chat().parse(
+                info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Boolean>().Value(),
+                info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::String>().Utf8Value(),
+                info[4].As<Napi::String>().Utf8Value(), info[5].As<Napi::Boolean>().Value());
+            Napi::Object out = Napi::Object::New(env);
+            out.Set("content", p.content);
+            out.Set("reasoning", p.reasoning);
+            Napi::Array calls = Napi::Array::New(env, p.toolCalls.size());
+            for (size_t i = 0; i < p.toolCalls.size(); ++i) {
+                Napi::Object call = Napi::Object::New(env);
+                call.Set("id", p.toolCalls[i].id);
+                call.Set("name", p.toolCalls[i].name);
+                call.Set("arguments", p.toolCalls[i].arguments);
+                calls.Set(static_cast<uint32_t>(i), call);
+            }
+            out.Set("toolCalls", calls);
+            if (!p.error.empty()) out.Set("error", p.error);
+            return out;
+        });
+    }
+
+    Napi::Value schemaToGrammar(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        return sync(env, [&]() -> Napi::Value {
+            return Napi::String::New(env, ChatLayer::schemaToGrammar(info[0].As<Napi::String>().Utf8Value()));
+        });
+    }
+
+    Napi::Value checkGrammar(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        return sync(env, [&]() -> Napi::Value {
+            engine_->chat().checkGrammar(info[0].As<Napi::String>().Utf8Value());
+            return env.Undefined();
+        });
     }
 
     Napi::Value tokenize(const Napi::CallbackInfo& info) {
@@ -617,6 +746,9 @@ void callJs(Napi::Env env, Napi::Function callback, OpContext* ctx, Event* event
             return;
         case Event::Kind::Piece:
             callback.Call({Napi::String::New(env, event->text)});
+            return;
+        case Event::Kind::Logprobs:
+            callback.Call({env.Undefined(), event->value(env)});
             return;
         case Event::Kind::Done: {
             Napi::Value value = event->value(env);

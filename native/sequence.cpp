@@ -92,8 +92,10 @@ void Sequence::advanceText(size_t n) {
     }
 }
 
-common_sampler* makeSampler(const llama_model* model, const SamplingParams& p, bool ignoreEos,
+common_sampler* makeSampler(const llama_model* model, const GenerateParams& g,
                             const std::vector<llama_logit_bias>& eogBias) {
+    const SamplingParams& p = g.sampling;
+    const llama_vocab* vocab = llama_model_get_vocab(model);
     common_params_sampling sp;
     sp.temp = p.temperature;
     sp.top_k = p.topK;
@@ -104,10 +106,44 @@ common_sampler* makeSampler(const llama_model* model, const SamplingParams& p, b
     sp.penalty_present = p.presencePenalty;
     sp.penalty_freq = p.frequencyPenalty;
     sp.seed = p.seed;
-    sp.ignore_eos = ignoreEos;
+    sp.ignore_eos = g.ignoreEos;
     sp.logit_bias_eog = eogBias;
-    if (ignoreEos) sp.logit_bias.insert(sp.logit_bias.end(), eogBias.begin(), eogBias.end());
-    common_sampler* sampler = common_sampler_init(const_cast<llama_model*>(model), sp);
+    if (g.ignoreEos) sp.logit_bias.insert(sp.logit_bias.end(), eogBias.begin(), eogBias.end());
+    for (const auto& bias : g.logitBias) sp.logit_bias.push_back({bias.first, bias.second});
+
+    // The grammar, set up as llama-server does: preserved tokens by id, and a trigger word that
+    // is one preserved token becomes a token trigger.
+    const OutputConstraint& c = g.constraint;
+    if (c.kind != OutputConstraint::Kind::None && !c.grammar.empty()) {
+        sp.grammar = common_grammar(
+            c.kind == OutputConstraint::Kind::User ? COMMON_GRAMMAR_TYPE_USER : COMMON_GRAMMAR_TYPE_TOOL_CALLS, c.grammar);
+        sp.grammar_lazy = c.lazy;
+        for (const std::string& text : c.preservedTokens) {
+            std::vector<llama_token> ids = common_tokenize(vocab, text, false, true);
+            if (ids.size() == 1) sp.preserved_tokens.insert(ids[0]);
+        }
+        for (const GrammarTrigger& t : c.triggers) {
+            common_grammar_trigger trigger;
+            trigger.type = static_cast<common_grammar_trigger_type>(t.type);
+            trigger.value = t.value;
+            if (trigger.type == COMMON_GRAMMAR_TRIGGER_TYPE_WORD) {
+                std::vector<llama_token> ids = common_tokenize(vocab, t.value, false, true);
+                if (ids.size() == 1 && sp.preserved_tokens.count(ids[0]) > 0) {
+                    trigger.type = COMMON_GRAMMAR_TRIGGER_TYPE_TOKEN;
+                    trigger.token = ids[0];
+                }
+            }
+            sp.grammar_triggers.push_back(std::move(trigger));
+        }
+        if (c.kind == OutputConstraint::Kind::Template) sp.generation_prompt = c.generationPrompt;
+    }
+    common_sampler* sampler = nullptr;
+    try {
+        sampler = common_sampler_init(const_cast<llama_model*>(model), sp);
+    } catch (const std::exception& e) {
+        if (sp.grammar.empty()) throw CodedError("E_INVALID_ARGUMENT", e.what());
+        throw CodedError("E_INVALID_GRAMMAR", std::string("the grammar could not be set up: ") + e.what());
+    }
     if (sampler == nullptr) throw CodedError("E_ENGINE", "common_sampler_init failed");
     return sampler;
 }

@@ -71,7 +71,7 @@ struct Sequence {
 };
 
 // A sampler for these settings. Throws CodedError.
-common_sampler* makeSampler(const llama_model* model, const SamplingParams& p, bool ignoreEos,
+common_sampler* makeSampler(const llama_model* model, const GenerateParams& params,
                             const std::vector<llama_logit_bias>& eogBias);
 
 }  // namespace mmlm

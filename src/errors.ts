@@ -39,6 +39,12 @@ export type MultimodalLMErrorCode =
   | "E_BUSY"
   /** llama.cpp or mtmd failed while evaluating (an internal error, not bad input). */
   | "E_ENGINE"
+  /** A JSON schema (responseFormat or a tool's parameters) is not valid, or llama.cpp cannot turn it into a grammar. */
+  | "E_INVALID_SCHEMA"
+  /** A GBNF grammar does not parse, or admits no output; the message carries llama.cpp's. */
+  | "E_INVALID_GRAMMAR"
+  /** Tools were given, but the model's chat template cannot render tool calls; load with a chatTemplate that can. */
+  | "E_TOOLS_UNSUPPORTED"
   /** Server: the request body is not valid JSON. */
   | "E_INVALID_JSON"
   /** Server: no or wrong API key. */
@@ -59,11 +65,14 @@ export type MultimodalLMErrorCode =
 /** Base class of every error multimodal-lm throws on purpose. */
 export class MultimodalLMError extends Error {
   readonly code: MultimodalLMErrorCode;
+  /** The request field at fault, where one is (e.g. `messages[0].content[1]`, `tools[2].function.parameters`). */
+  readonly param: string | undefined;
 
-  constructor(code: MultimodalLMErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: MultimodalLMErrorCode, message: string, options?: { cause?: unknown; param?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
+    this.param = options?.param;
   }
 }
 

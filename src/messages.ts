@@ -1,7 +1,10 @@
-// OpenAI-style chat messages → the native template's messages plus the images and videos, in order.
+// The one place where OpenAI-shaped chat messages are understood: roles, every content-part type,
+// assistant tool_calls and tool results. The library's chat() and the server's
+// /v1/chat/completions both go through parseMessages; media are resolved through a hook (the
+// server passes its media-access policy) and then decoded in order.
+import { MultimodalLMError } from "./errors.js";
 import type { ImageInput } from "./media/image.js";
 import type { VideoInput } from "./media/video.js";
-import type { NativeChatMessage } from "./native-types.js";
 import { invalidParameter, is } from "./validate.js";
 
 export type ChatRole = "system" | "user" | "assistant" | "developer" | "tool";
@@ -17,78 +20,177 @@ export type ChatContentPart =
   /** A video as a local path, a URL, or the bytes of a video file. */
   | { type: "video"; video: VideoInput };
 
-export interface ChatMessage {
-  role: ChatRole;
-  content: string | ChatContentPart[] | null;
+/** A call the model made, as OpenAI returns it (and as it goes back into the history). */
+export interface ToolCall {
+  id: string;
+  type: "function";
+  /** `arguments` is a JSON string, as OpenAI sends it. */
+  function: { name: string; arguments: string };
 }
 
-const ROLES = new Set(["system", "user", "assistant", "developer", "tool"]);
+export interface ChatMessage {
+  role: ChatRole;
+  /** May be null or absent on an assistant message that has tool_calls. */
+  content?: string | ChatContentPart[] | null;
+  /** An assistant turn's tool calls. `arguments` may also be given as an object. */
+  tool_calls?: Array<{ id?: string; type?: "function"; function: { name: string; arguments: string | Record<string, unknown> } }>;
+  /** On a tool message: the id of the call it answers. */
+  tool_call_id?: string;
+  /** The speaker's name, or on a tool message the function's name. */
+  name?: string;
+}
+
+const ROLES: readonly ChatRole[] = ["system", "user", "assistant", "developer", "tool"];
+const PART_TYPES = ["text", "image_url", "image", "video_url", "video"] as const;
+const UNSUPPORTED_PARTS: Record<string, string> = {
+  input_audio: "input_audio content parts are not supported: this model server takes text, images and videos.",
+  audio_url: "audio_url content parts are not supported: this model server takes text, images and videos.",
+  time_series_url: "time_series_url content parts are not supported: this model server takes text, images and videos.",
+};
 
 /** One media item of a conversation, in the order of its marker. */
-export type MediaRef = { type: "image"; input: ImageInput } | { type: "video"; input: VideoInput };
+export interface MediaRef {
+  type: "image" | "video";
+  input: ImageInput | VideoInput;
+  /** Where it is in the request, e.g. `messages[0].content[1].image_url`. */
+  param: string;
+}
+
+/** A message as llama.cpp's chat layer reads it (OpenAI's JSON, media as marker parts). */
+export interface TemplateMessage {
+  role: string;
+  content: string | Array<{ type: "text"; text: string } | { type: "media_marker"; text: string }>;
+  tool_calls?: Array<{ id: string; type: "function"; function: { name: string; arguments: string } }>;
+  tool_call_id?: string;
+  name?: string;
+}
 
 export interface ParsedChat {
-  messages: NativeChatMessage[];
+  messages: TemplateMessage[];
   media: MediaRef[];
 }
 
-export function parseMessages(messages: unknown): ParsedChat {
+/**
+ * Resolves one media reference before it is decoded: returns what to load instead (e.g. the
+ * bytes of a URL it fetched under a policy), or throws to refuse it.
+ */
+export type MediaResolver = (ref: MediaRef, signal: AbortSignal | undefined) => Promise<ImageInput | VideoInput> | ImageInput | VideoInput;
+
+function urlOf(value: unknown, param: string): string {
+  const url = is.string(value) ? value : is.object(value) ? value.url : undefined;
+  if (!is.string(url) || url.length === 0) throw invalidParameter(param, "a URL string or { url }", value);
+  return url;
+}
+
+function readToolCalls(value: unknown, where: string): NonNullable<TemplateMessage["tool_calls"]> {
+  if (!Array.isArray(value)) throw invalidParameter(`${where}.tool_calls`, "an array of tool calls", value);
+  return value.map((call: unknown, k) => {
+    const at = `${where}.tool_calls[${k}]`;
+    if (!is.object(call) || !is.object(call.function)) throw invalidParameter(at, "{ id, type: \"function\", function: { name, arguments } }", call);
+    if (call.type !== undefined && call.type !== "function") throw invalidParameter(`${at}.type`, '"function"', call.type);
+    if (call.id !== undefined && !is.string(call.id)) throw invalidParameter(`${at}.id`, "a string", call.id);
+    const { name, arguments: args } = call.function;
+    if (!is.string(name) || name.length === 0) throw invalidParameter(`${at}.function.name`, "a function name", name);
+    let text: string;
+    if (is.string(args)) text = args;
+    else if (is.object(args)) text = JSON.stringify(args);
+    else throw invalidParameter(`${at}.function.arguments`, "a JSON string or an object", args);
+    return { id: is.string(call.id) ? call.id : `call_${k}`, type: "function" as const, function: { name, arguments: text } };
+  });
+}
+
+/**
+ * Checks OpenAI-shaped messages and splits them into the template's messages (each media part a
+ * `marker`) and the media, in order. Throws E_INVALID_ARGUMENT naming the field at fault.
+ */
+export function parseMessages(messages: unknown, marker: string): ParsedChat {
   if (!Array.isArray(messages) || messages.length === 0) {
     throw invalidParameter("messages", "a non-empty array of chat messages", messages);
   }
   const media: MediaRef[] = [];
-  const out = messages.map((message: unknown, i): NativeChatMessage => {
+  const out = messages.map((message: unknown, i): TemplateMessage => {
     const where = `messages[${i}]`;
     if (!is.object(message)) throw invalidParameter(where, "an object with role and content", message);
-    if (!is.string(message.role) || !ROLES.has(message.role)) {
-      throw invalidParameter(`${where}.role`, `one of ${[...ROLES].join(", ")}`, message.role);
+    const role = message.role;
+    if (!is.string(role) || !ROLES.includes(role as ChatRole)) throw invalidParameter(`${where}.role`, `one of ${ROLES.join(", ")}`, role);
+    const parsed: TemplateMessage = { role, content: "" };
+    if (message.name !== undefined && message.name !== null) {
+      if (!is.string(message.name)) throw invalidParameter(`${where}.name`, "a string", message.name);
+      parsed.name = message.name;
+    }
+    if (message.tool_calls !== undefined && message.tool_calls !== null) {
+      if (role !== "assistant") throw invalidParameter(`${where}.tool_calls`, "tool_calls only on an assistant message", message.tool_calls);
+      const calls = readToolCalls(message.tool_calls, where);
+      if (calls.length > 0) parsed.tool_calls = calls;
+    }
+    if (message.tool_call_id !== undefined && message.tool_call_id !== null) {
+      if (role !== "tool") throw invalidParameter(`${where}.tool_call_id`, "tool_call_id only on a tool message", message.tool_call_id);
+      if (!is.string(message.tool_call_id)) throw invalidParameter(`${where}.tool_call_id`, "a string", message.tool_call_id);
+      parsed.tool_call_id = message.tool_call_id;
     }
     const content = message.content;
-    if (content === null || content === undefined) return { role: message.role, content: "" };
-    if (is.string(content)) return { role: message.role, content };
+    if (content === null || content === undefined) return parsed;
+    if (is.string(content)) return { ...parsed, content };
     if (!Array.isArray(content)) throw invalidParameter(`${where}.content`, "a string or an array of content parts", content);
-    const parts = content.map((part: unknown, j) => {
+    parsed.content = content.map((part: unknown, j) => {
       const at = `${where}.content[${j}]`;
       if (!is.object(part) || !is.string(part.type)) throw invalidParameter(at, "a content part with a type", part);
+      const mediaPart = (type: "image" | "video", input: ImageInput | VideoInput, param: string) => {
+        media.push({ type, input, param });
+        return { type: "media_marker" as const, text: marker };
+      };
       switch (part.type) {
         case "text":
           if (!is.string(part.text)) throw invalidParameter(`${at}.text`, "a string", part.text);
           return { type: "text" as const, text: part.text };
-        case "image_url": {
-          const value = part.image_url;
-          const url = is.string(value) ? value : is.object(value) ? value.url : undefined;
-          if (!is.string(url) || url.length === 0) {
-            throw invalidParameter(`${at}.image_url`, "a URL string or { url }", value);
-          }
-          media.push({ type: "image", input: url });
-          return { type: "media" as const };
-        }
+        case "image_url":
+          return mediaPart("image", urlOf(part.image_url, `${at}.image_url`), `${at}.image_url`);
+        case "video_url":
+          return mediaPart("video", urlOf(part.video_url, `${at}.video_url`), `${at}.video_url`);
         case "image":
-          if (part.image === undefined || part.image === null) {
-            throw invalidParameter(`${at}.image`, "a path, a Buffer, or raw pixels", part.image);
+          if (part.image === undefined || part.image === null || part.image === "") {
+            throw invalidParameter(`${at}.image`, "a path, a URL, a Buffer, or raw pixels", part.image);
           }
-          media.push({ type: "image", input: part.image as ImageInput });
-          return { type: "media" as const };
-        case "video_url": {
-          const value = part.video_url;
-          const url = is.string(value) ? value : is.object(value) ? value.url : undefined;
-          if (!is.string(url) || url.length === 0) {
-            throw invalidParameter(`${at}.video_url`, "a URL string or { url }", value);
-          }
-          media.push({ type: "video", input: url });
-          return { type: "media" as const };
-        }
+          return mediaPart("image", part.image as ImageInput, `${at}.image`);
         case "video":
-          if (part.video === undefined || part.video === null) {
+          if (part.video === undefined || part.video === null || part.video === "") {
             throw invalidParameter(`${at}.video`, "a path, a URL or a Buffer", part.video);
           }
-          media.push({ type: "video", input: part.video as VideoInput });
-          return { type: "media" as const };
-        default:
-          throw invalidParameter(`${at}.type`, '"text", "image_url", "image", "video_url" or "video"', part.type);
+          return mediaPart("video", part.video as VideoInput, `${at}.video`);
+        default: {
+          const refusal = UNSUPPORTED_PARTS[part.type];
+          if (refusal) throw new MultimodalLMError("E_INVALID_ARGUMENT", refusal, { param: `${at}.type` });
+          throw invalidParameter(`${at}.type`, PART_TYPES.map((t) => `"${t}"`).join(", "), part.type);
+        }
       }
     });
-    return { role: message.role, content: parts };
+    return parsed;
   });
   return { messages: out, media };
+}
+
+/**
+ * Runs `resolve` on every media reference (in parallel), keeping their order. A refusal or
+ * failure is re-thrown with the part it came from in its message and `param`.
+ */
+export async function resolveMedia(media: MediaRef[], resolve: MediaResolver, signal: AbortSignal | undefined): Promise<MediaRef[]> {
+  return Promise.all(
+    media.map(async (ref): Promise<MediaRef> => {
+      try {
+        return { ...ref, input: await resolve(ref, signal) };
+      } catch (error) {
+        throw atPart(error, ref.param);
+      }
+    }),
+  );
+}
+
+/** `error`, when it is a MultimodalLMError not yet tied to a message part, with `param` and its message naming the part. */
+export function atPart(error: unknown, param: string): unknown {
+  if (error instanceof MultimodalLMError && error.code !== "E_ABORTED" && !error.param?.startsWith("messages[")) {
+    // Same class and code; the message and param now name the part.
+    error.message = `${param}: ${error.message}`;
+    Object.defineProperty(error, "param", { value: param, enumerable: true });
+  }
+  return error;
 }

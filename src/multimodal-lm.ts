@@ -25,15 +25,17 @@ import {
   type VideoInput,
   type VideoOptions,
 } from "./media/video.js";
-import { parseMessages, type ChatMessage, type MediaRef } from "./messages.js";
+import { atPart, parseMessages, resolveMedia, type ChatMessage, type MediaRef, type MediaResolver, type TemplateMessage, type ToolCall } from "./messages.js";
 import type {
-  NativeChatMessage,
+  NativeChatParams,
+  NativeConstraint,
   NativeGenerateResult,
   NativeMedia,
   NativeMediaItem,
   NativeMediaSizeItem,
   NativeModel,
   NativeModelInfo,
+  NativeTokenLogprob,
 } from "./native-types.js";
 import {
   LOG_LEVEL_NAMES,
@@ -46,6 +48,7 @@ import {
   type SamplingOptions,
 } from "./options.js";
 import { PieceQueue, type TextStream } from "./stream.js";
+import { OutputParser, planOutput, STRUCTURED_KEYS, type GrammarChecks, type OutputPlan, type StreamEvent, type StructuredOptions, type TokenLogprob } from "./structured.js";
 import { invalidParameter, is, optionalBoolean, optionalSignal, rejectUnknownKeys } from "./validate.js";
 
 /** Per-call image options: the pixel budget and limits (the signal is the call's own). */
@@ -54,7 +57,7 @@ export type CallImageOptions = Omit<ImageOptions, "signal">;
 /** Per-call video options: sampling, frame budget, limits, timestamps (the signal is the call's own). */
 export type CallVideoOptions = Omit<VideoOptions, "signal">;
 
-export interface GenerateRequest extends SamplingOptions {
+export interface GenerateRequest extends SamplingOptions, StructuredOptions {
   /**
    * One user turn. Without media markers, the images and then the videos go before the text
    * (as llama-mtmd-cli does); with markers, they fill them in that order: images first, then videos.
@@ -70,9 +73,14 @@ export interface GenerateRequest extends SamplingOptions {
   video?: CallVideoOptions;
 }
 
-export interface ChatRequest extends SamplingOptions {
-  /** OpenAI-style messages; content parts may be text, image_url, image, video_url or video. */
+export interface ChatRequest extends SamplingOptions, StructuredOptions {
+  /**
+   * OpenAI-style messages; content parts may be text, image_url, image, video_url or video.
+   * Assistant messages may carry tool_calls, and tool messages answer them (tool_call_id).
+   */
   messages: ChatMessage[];
+  /** Called on every image and video part before it is loaded: return what to load, or throw to refuse it (a server's media policy). */
+  resolveMedia?: MediaResolver;
   image?: CallImageOptions;
   video?: CallVideoOptions;
 }
@@ -89,12 +97,21 @@ export interface DescribeVideoOptions extends SamplingOptions, CallVideoOptions 
   prompt?: string;
 }
 
-export type StopReason = "eos" | "stop" | "length" | "context";
+export type StopReason = "eos" | "stop" | "length" | "context" | "tool_calls";
 
 export interface GenerateResult {
+  /** The reply's text: with responseFormat, the JSON; with tools, the text beside the calls. */
   text: string;
-  /** eos: the model ended; stop: a stop string; length: maxTokens; context: the context is full. */
+  /**
+   * eos: the model ended; stop: a stop string; length: maxTokens; context: the context is full;
+   * tool_calls: the model ended with tool calls. A reply cut short is length (or context), never
+   * tool_calls, so its JSON or calls may be incomplete.
+   */
   stopReason: StopReason;
+  /** The calls the model made (with tools), as OpenAI returns them; empty otherwise. */
+  toolCalls: ToolCall[];
+  /** With `logprobs`: one entry per generated token. */
+  logprobs?: TokenLogprob[];
   usage: {
     promptTokens: number;
     completionTokens: number;
@@ -199,8 +216,8 @@ function trackForExit(native: NativeModel): WeakRef<NativeModel> {
 }
 const DEFAULT_PROMPT = "Describe this image.";
 const DEFAULT_VIDEO_PROMPT = "Describe this video.";
-const GENERATE_KEYS = ["prompt", "images", "videos", "raw", "image", "video", ...SAMPLING_KEYS] as const;
-const CHAT_KEYS = ["messages", "image", "video", ...SAMPLING_KEYS] as const;
+const GENERATE_KEYS = ["prompt", "images", "videos", "raw", "image", "video", ...SAMPLING_KEYS, ...STRUCTURED_KEYS] as const;
+const CHAT_KEYS = ["messages", "image", "video", "resolveMedia", ...SAMPLING_KEYS, ...STRUCTURED_KEYS] as const;
 const DESCRIBE_KEYS = ["prompt", "image", ...SAMPLING_KEYS] as const;
 const VIDEO_CALL_KEYS = VIDEO_OPTION_KEYS.filter((key) => key !== "signal");
 
@@ -220,6 +237,31 @@ export function formatTimestamp(seconds: number): string {
 const defaultLogger: Logger = (level, message) => {
   process.stderr.write(`[multimodal-lm] ${level}: ${message}\n`);
 };
+
+/** llama.cpp's schema converter and grammar parser, with their errors as MultimodalLMErrors. */
+function grammarChecks(native: NativeModel): GrammarChecks {
+  const mapped = <T>(run: () => T): T => {
+    try {
+      return run();
+    } catch (error) {
+      throw fromNative(error);
+    }
+  };
+  return {
+    schemaToGrammar: (json) => mapped(() => native.schemaToGrammar(json)),
+    checkGrammar: (grammar) => mapped(() => native.checkGrammar(grammar)),
+  };
+}
+
+function toTokenLogprob(t: NativeTokenLogprob): TokenLogprob {
+  const text = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
+  return {
+    token: text(t.bytes),
+    bytes: [...t.bytes],
+    logprob: t.logprob,
+    topLogprobs: t.top.map((alt) => ({ token: text(alt.bytes), bytes: [...alt.bytes], logprob: alt.logprob })),
+  };
+}
 
 /** A native rejection (Error with a code) as the matching MultimodalLMError. */
 function fromNative(error: unknown, signal?: AbortSignal): unknown {
@@ -376,7 +418,7 @@ export class MultimodalLM implements AsyncDisposable {
     return this.runGenerate(request, () => {});
   }
 
-  /** Like `generate`, streaming text pieces as they are produced. */
+  /** Like `generate`, streaming text pieces as they are produced (and, through `events()`, tool-call deltas and logprobs). */
   generateStream(request: GenerateRequest): TextStream<GenerateResult> {
     return this.stream(request, (r, push) => this.runGenerate(r, push));
   }
@@ -386,7 +428,7 @@ export class MultimodalLM implements AsyncDisposable {
     return this.runChat(request, () => {});
   }
 
-  /** Like `chat`, streaming text pieces as they are produced. */
+  /** Like `chat`, streaming text pieces as they are produced (and, through `events()`, tool-call deltas and logprobs). */
   chatStream(request: ChatRequest): TextStream<GenerateResult> {
     return this.stream(request, (r, push) => this.runChat(r, push));
   }
@@ -477,10 +519,11 @@ export class MultimodalLM implements AsyncDisposable {
     return native.detokenize(array);
   }
 
-  /** The prompt text a `chat()` call renders, with one marker per image. */
-  formatChat(messages: ChatMessage[]): string {
+  /** The prompt text a `chat()` call renders, with one marker per image (and with `tools`, their descriptions). */
+  formatChat(messages: ChatMessage[], options: StructuredOptions = {}): string {
     const native = this.loadedNative();
-    return this.render(native, parseMessages(messages).messages);
+    const plan = planOutput(options, grammarChecks(native));
+    return this.applyChat(native, parseMessages(messages, this.loaded().marker).messages, plan).prompt;
   }
 
   /** Cumulative cache and request counters; cheap to read, also while a request runs. */
@@ -610,7 +653,13 @@ export class MultimodalLM implements AsyncDisposable {
     const video = this.videoOptions(options.video, signal);
     const pairs = this.loaded().frameMerge > 1;
     const loaded = await Promise.all(
-      media.map((ref): Promise<DecodedImage | DecodedVideo> => (ref.type === "image" ? loadImage(ref.input, imageOptions) : loadVideo(ref.input, video.options, { pairs }))),
+      media.map(async (ref): Promise<DecodedImage | DecodedVideo> => {
+        try {
+          return await (ref.type === "image" ? loadImage(ref.input as ImageInput, imageOptions) : loadVideo(ref.input as VideoInput, video.options, { pairs }));
+        } catch (error) {
+          throw ref.param.startsWith("messages[") ? atPart(error, ref.param) : error;
+        }
+      }),
     );
     const videos: GenerateResult["videos"] = [];
     const items = loaded.map((item): NativeMediaItem => {
@@ -634,12 +683,45 @@ export class MultimodalLM implements AsyncDisposable {
     return Promise.all(images.map((image) => loadImage(image, options)));
   }
 
-  private render(native: NativeModel, messages: NativeChatMessage[]): string {
+  /** llama.cpp's chat layer on these messages and output options: the prompt, and the grammar for the reply. */
+  private applyChat(native: NativeModel, messages: TemplateMessage[], plan: OutputPlan): NativeChatParams {
+    const request: Record<string, unknown> = { messages, add_generation_prompt: true };
+    if (plan.tools) {
+      request.tools = plan.tools;
+      request.tool_choice = plan.toolChoice;
+      request.prefill_tool_call = true;
+      if (plan.parallelToolCalls !== undefined) request.parallel_tool_calls = plan.parallelToolCalls;
+    }
+    if (plan.schema !== undefined) request.json_schema = plan.schema;
+    let params: NativeChatParams;
     try {
-      return native.formatChat(messages, true);
+      params = native.applyChat(JSON.stringify(request));
     } catch (error) {
       throw fromNative(error);
     }
+    if (plan.tools && plan.toolChoice !== "none" && !params.supportsTools) {
+      throw new MultimodalLMError(
+        "E_TOOLS_UNSUPPORTED",
+        "This model's chat template cannot render tool calls, so tools would be ignored. Load the model with a chatTemplate that supports tools " +
+          "(for example one from llama.cpp's models/templates), or send the request without tools.",
+        { param: "tools" },
+      );
+    }
+    return params;
+  }
+
+  /** The grammar a reply runs under: the user's, or the chat template's (schema, tools). */
+  private constraintOf(plan: OutputPlan, params: NativeChatParams | undefined): NativeConstraint | undefined {
+    if (plan.grammar !== undefined) return { kind: "user", grammar: plan.grammar };
+    if (!params || params.grammar.length === 0) return undefined;
+    return {
+      kind: "template",
+      grammar: params.grammar,
+      lazy: params.lazy,
+      triggers: params.triggers,
+      preservedTokens: params.preservedTokens,
+      generationPrompt: params.generationPrompt,
+    };
   }
 
   /** One user turn: markers before the text when it has none, then the chat template. */
@@ -651,58 +733,98 @@ export class MultimodalLM implements AsyncDisposable {
     const markers = countOccurrences(prompt, marker);
     const count = images.length + videos.length;
     if (markers > 0 && markers !== count) throw mismatch(markers, images.length, videos.length, marker);
-    const content = markers === 0 ? marker.repeat(count) + prompt : prompt;
-    return raw ? content : this.render(this.native!, [{ role: "user", content }]);
+    return markers === 0 ? marker.repeat(count) + prompt : prompt;
   }
 
-  private runGenerate(request: GenerateRequest, push: (piece: string) => void): Promise<GenerateResult> {
+  private runGenerate(request: GenerateRequest, push: (event: StreamEvent) => void): Promise<GenerateResult> {
     if (!is.object(request)) throw invalidParameter("request", "an object with a prompt", request);
     rejectUnknownKeys("generate()", request, GENERATE_KEYS);
+    const native = this.loadedNative();
     const raw = optionalBoolean("raw", request.raw, false);
     const images = request.images ?? [];
     const videos = request.videos ?? [];
-    const prompt = this.userPrompt(request.prompt, images, videos, raw);
+    const content = this.userPrompt(request.prompt, images, videos, raw);
     const media: MediaRef[] = [
-      ...images.map((input): MediaRef => ({ type: "image", input })),
-      ...videos.map((input): MediaRef => ({ type: "video", input })),
+      ...images.map((input, i): MediaRef => ({ type: "image", input, param: `images[${i}]` })),
+      ...videos.map((input, i): MediaRef => ({ type: "video", input, param: `videos[${i}]` })),
     ];
-    return this.execute(prompt, media, request, push);
+    const plan = planOutput(request, grammarChecks(native));
+    if (!raw) return this.execute(this.applyChat(native, [{ role: "user", content }], plan), plan, media, request, push);
+    // Raw: no template, so no tools; a schema becomes a plain grammar.
+    if (plan.tools && plan.toolChoice !== "none") throw invalidParameter("tools", "no tools with raw: true (tools need the chat template)", request.tools);
+    const grammar = plan.schema !== undefined ? grammarChecks(native).schemaToGrammar(JSON.stringify(plan.schema)) : plan.grammar;
+    return this.execute(content, { ...plan, parse: false, ...(grammar !== undefined ? { grammar } : {}) }, media, request, push);
   }
 
-  private runChat(request: ChatRequest, push: (piece: string) => void): Promise<GenerateResult> {
+  private async runChat(request: ChatRequest, push: (event: StreamEvent) => void): Promise<GenerateResult> {
     if (!is.object(request)) throw invalidParameter("request", "an object with messages", request);
     rejectUnknownKeys("chat()", request, CHAT_KEYS);
     const native = this.loadedNative();
-    const { messages, media } = parseMessages(request.messages);
-    const prompt = this.render(native, messages);
     const marker = this.loaded().marker;
-    const markers = countOccurrences(prompt, marker);
-    if (markers !== media.length) {
-      const videos = media.filter((m) => m.type === "video").length;
-      throw mismatch(markers, media.length - videos, videos, marker);
+    const parsed = parseMessages(request.messages, marker);
+    const plan = planOutput(request, grammarChecks(native));
+    const params = this.applyChat(native, parsed.messages, plan);
+    const markers = countOccurrences(params.prompt, marker);
+    if (markers !== parsed.media.length) {
+      const videos = parsed.media.filter((m) => m.type === "video").length;
+      throw mismatch(markers, parsed.media.length - videos, videos, marker);
     }
-    return this.execute(prompt, media, request, push);
+    if (request.resolveMedia !== undefined && !is.fn(request.resolveMedia)) throw invalidParameter("resolveMedia", "a function", request.resolveMedia);
+    const signal = optionalSignal("signal", request.signal);
+    const media = request.resolveMedia ? await resolveMedia(parsed.media, request.resolveMedia, signal) : parsed.media;
+    return this.execute(params, plan, media, request, push);
   }
 
+  /**
+   * Runs one request: `input` is the raw prompt, or what the chat layer made of the messages
+   * (prompt, grammar, stops, and how to parse the reply).
+   */
   private async execute(
-    prompt: string,
+    input: string | NativeChatParams,
+    plan: OutputPlan,
     media: MediaRef[],
     options: SamplingOptions & { image?: CallImageOptions; video?: CallVideoOptions },
-    push: (piece: string) => void,
+    push: (event: StreamEvent) => void,
   ): Promise<GenerateResult> {
     const started = performance.now();
     const native = this.loadedNative();
     const sampling = resolveSampling(options);
+    const vocabSize = this.loaded().vocabSize;
+    for (const [token] of sampling.logitBias) {
+      if (token >= vocabSize) throw invalidParameter(`logitBias[${token}]`, `a token id below the vocabulary size (${vocabSize})`, token);
+    }
     const signal = optionalSignal("signal", options.signal);
+    const params = typeof input === "string" ? undefined : input;
+    const prompt = params ? params.prompt : (input as string);
+    if (params) sampling.stop = [...sampling.stop, ...params.additionalStops.filter((stop) => stop.length > 0)];
+    const constraint = this.constraintOf(plan, params);
+    // With a JSON format or tools, the reply goes through llama.cpp's parser, piece by piece.
+    const parser =
+      params && plan.parse
+        ? new OutputParser((text, partial) => native.parseChat(text, partial, params.format, params.parser, params.generationPrompt, params.continuation), push)
+        : undefined;
+    const onEvent = (piece: string | undefined, token?: NativeTokenLogprob) => {
+      if (piece !== undefined) {
+        if (parser) parser.push(piece);
+        else push({ type: "text", text: piece });
+      } else if (token) {
+        push({ type: "logprobs", logprobs: toTokenLogprob(token) });
+      }
+    };
     const { items, videos } = await this.loadMedia(media, options, signal);
     const imageLoadMs = performance.now() - started;
     const r: NativeGenerateResult = await this.call(signal, (id) =>
-      native.generate(id, { prompt, media: items, addSpecial: true, ...sampling }, push),
+      native.generate(id, { prompt, media: items, addSpecial: true, ...sampling, ...(constraint ? { constraint } : {}) }, onEvent),
     );
     const prefillOnly = r.promptMs > 0 ? r.promptTokens / (r.promptMs / 1000) : 0;
+    const truncated = r.stopReason === "length" || r.stopReason === "context";
+    const reply = parser ? parser.finish(truncated) : { content: r.text, toolCalls: [] };
+    const stopReason: StopReason = reply.toolCalls.length > 0 && !truncated ? "tool_calls" : r.stopReason;
     return {
-      text: r.text,
-      stopReason: r.stopReason,
+      text: reply.content,
+      stopReason,
+      toolCalls: reply.toolCalls,
+      ...(sampling.logprobs >= 0 ? { logprobs: r.logprobs.map(toTokenLogprob) } : {}),
       usage: {
         promptTokens: r.promptTokens,
         completionTokens: r.completionTokens,
@@ -734,7 +856,7 @@ export class MultimodalLM implements AsyncDisposable {
 
   private stream<R extends { signal?: AbortSignal }>(
     request: R,
-    run: (request: R, push: (piece: string) => void) => Promise<GenerateResult>,
+    run: (request: R, push: (event: StreamEvent) => void) => Promise<GenerateResult>,
   ): TextStream<GenerateResult> {
     const controller = new AbortController();
     if (!is.object(request)) throw invalidParameter("request", "an object", request);

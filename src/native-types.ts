@@ -125,6 +125,56 @@ export interface NativeGenerateRequest {
   maxTokens: number;
   stop: string[];
   ignoreEos: boolean;
+  /** A grammar on the output: a user's GBNF, or the chat template's (JSON schema, tools). */
+  constraint?: NativeConstraint;
+  /** -1: none; else per token the sampled token's logprob and this many alternatives. */
+  logprobs: number;
+  /** [token id, bias] pairs added to the logits. */
+  logitBias: Array<[number, number]>;
+}
+
+export interface NativeConstraint {
+  kind: "user" | "template";
+  grammar: string;
+  lazy?: boolean;
+  triggers?: Array<{ type: number; value: string }>;
+  preservedTokens?: string[];
+  generationPrompt?: string;
+}
+
+export interface NativeTokenLogprob {
+  token: number;
+  bytes: Uint8Array;
+  logprob: number;
+  top: Array<{ token: number; bytes: Uint8Array; logprob: number }>;
+}
+
+/** What llama.cpp's chat layer makes of one chat request. */
+export interface NativeChatParams {
+  prompt: string;
+  grammar: string;
+  lazy: boolean;
+  triggers: Array<{ type: number; value: string }>;
+  preservedTokens: string[];
+  additionalStops: string[];
+  generationPrompt: string;
+  /** common_chat_format, for parseChat. */
+  format: number;
+  /** The serialized output parser, for parseChat. */
+  parser: string;
+  continuation: boolean;
+  /** A required tool call's marker was put at the start of the reply. */
+  toolsPrefilled: boolean;
+  /** The template renders tool calls. */
+  supportsTools: boolean;
+}
+
+export interface NativeParsedChat {
+  content: string;
+  reasoning: string;
+  toolCalls: Array<{ id: string; name: string; arguments: string }>;
+  /** Set when a final parse failed; content is then the raw text. */
+  error?: string;
 }
 
 export interface NativeGenerateResult {
@@ -146,6 +196,7 @@ export interface NativeGenerateResult {
   imageCacheHits: number;
   imageCacheMisses: number;
   encodedChunks: number;
+  logprobs: NativeTokenLogprob[];
 }
 
 export interface NativeEmbedResult {
@@ -176,11 +227,6 @@ export interface NativeTokenCount {
   mediaChunks: number;
 }
 
-export interface NativeChatMessage {
-  role: string;
-  content: string | Array<{ type: "text"; text: string } | { type: "media" }>;
-}
-
 /**
  * One model on its own engine thread. Async methods take a request id (for cancel)
  * and reject with an Error whose `code` is a MultimodalLMErrorCode.
@@ -193,7 +239,8 @@ export interface NativeModel {
     logLevel: number,
     onLog: ((level: number, line: string) => void) | undefined,
   ): Promise<NativeModelInfo>;
-  generate(id: number, request: NativeGenerateRequest, onPiece: (piece: string) => void): Promise<NativeGenerateResult>;
+  /** onEvent gets each text piece, or (undefined, logprobs) for each token when logprobs are asked for. */
+  generate(id: number, request: NativeGenerateRequest, onEvent: (piece: string | undefined, logprobs?: NativeTokenLogprob) => void): Promise<NativeGenerateResult>;
   embedImage(id: number, media: NativeMedia, unused: () => void): Promise<NativeEmbedResult>;
   countTokens(id: number, prompt: string, media: NativeMediaSizeItem[], addSpecial: boolean, unused: () => void): Promise<NativeTokenCount>;
   /** Empties the image cache and the KV cache (queued like a request). */
@@ -201,7 +248,14 @@ export interface NativeModel {
   /** Synchronous; safe while a request runs. */
   stats(): NativeStats;
   cancel(id: number): void;
-  formatChat(messages: NativeChatMessage[], addGenerationPrompt: boolean): string;
+  /** Synchronous: common_chat_templates_apply on a JSON request ({messages, tools, tool_choice, json_schema, ...}). */
+  applyChat(requestJson: string): NativeChatParams;
+  /** Synchronous: common_chat_parse of generated text. */
+  parseChat(text: string, partial: boolean, format: number, parser: string, generationPrompt: string, continuation: boolean): NativeParsedChat;
+  /** Synchronous: llama.cpp's GBNF for a JSON schema; throws E_INVALID_SCHEMA. */
+  schemaToGrammar(schemaJson: string): string;
+  /** Synchronous: throws E_INVALID_GRAMMAR when the GBNF does not parse. */
+  checkGrammar(grammar: string): void;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Uint32Array;
   detokenize(tokens: Uint32Array): string;
   dispose(id: number, unused: () => void): Promise<void>;

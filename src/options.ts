@@ -219,6 +219,12 @@ export interface SamplingOptions {
   stop?: string | string[];
   /** Keep going past end-of-generation tokens. Default false. */
   ignoreEos?: boolean;
+  /** Report each generated token's log-probability (from the raw logits, before sampling). Default false. */
+  logprobs?: boolean;
+  /** With logprobs: also the this-many most likely tokens at each position, 0 to 20. Default 0. */
+  topLogprobs?: number;
+  /** Added to the logits of these token ids (OpenAI's logit_bias): -100 bans a token, +100 all but forces it. */
+  logitBias?: Record<number, number>;
   /** Aborting it rejects the call with `AbortError` (code E_ABORTED). */
   signal?: AbortSignal;
 }
@@ -235,10 +241,13 @@ export const SAMPLING_KEYS = [
   "maxTokens",
   "stop",
   "ignoreEos",
+  "logprobs",
+  "topLogprobs",
+  "logitBias",
   "signal",
 ] as const;
 
-export type NativeSampling = Omit<NativeGenerateRequest, "prompt" | "media" | "addSpecial">;
+export type NativeSampling = Omit<NativeGenerateRequest, "prompt" | "media" | "addSpecial" | "constraint">;
 
 export function resolveSampling(o: SamplingOptions): NativeSampling {
   let stop: string[] = [];
@@ -261,5 +270,25 @@ export function resolveSampling(o: SamplingOptions): NativeSampling {
     maxTokens: optionalInteger("maxTokens", o.maxTokens, 0, 1 << 30, -1),
     stop,
     ignoreEos: optionalBoolean("ignoreEos", o.ignoreEos, false),
+    logprobs: resolveLogprobs(o),
+    logitBias: resolveLogitBias(o.logitBias),
   };
+}
+
+function resolveLogprobs(o: SamplingOptions): number {
+  const on = optionalBoolean("logprobs", o.logprobs, false);
+  const top = optionalInteger("topLogprobs", o.topLogprobs, 0, 20);
+  if (top !== undefined && !on) throw invalidParameter("topLogprobs", "topLogprobs only with logprobs: true", top);
+  return on ? (top ?? 0) : -1;
+}
+
+function resolveLogitBias(bias: unknown): Array<[number, number]> {
+  if (bias === undefined) return [];
+  if (!is.object(bias)) throw invalidParameter("logitBias", "an object of token id → bias", bias);
+  return Object.entries(bias).map(([key, value]): [number, number] => {
+    const token = Number(key);
+    if (!/^\d+$/.test(key) || !Number.isSafeInteger(token) || token > 0x7fffffff) throw invalidParameter(`logitBias[${key}]`, "a token id (a non-negative integer key)", key);
+    if (!is.number(value) || value < -100 || value > 100) throw invalidParameter(`logitBias[${key}]`, "a bias between -100 and 100", value);
+    return [token, value];
+  });
 }

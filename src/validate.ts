@@ -11,7 +11,7 @@ export function describeValue(value: unknown): string {
 
 /** The one error every option check throws. */
 export function invalidParameter(name: string, expected: string, value: unknown): MultimodalLMError {
-  return new MultimodalLMError("E_INVALID_ARGUMENT", `Expected ${expected} for ${name} but received ${describeValue(value)}`);
+  return new MultimodalLMError("E_INVALID_ARGUMENT", `Expected ${expected} for ${name} but received ${describeValue(value)}`, { param: name });
 }
 
 export const is = {

@@ -22,7 +22,7 @@ function recordResult(outcome: CompletionOutcome, result: GenerateResult): void 
   outcome.timeToFirstTokenMs = result.timings.timeToFirstTokenMs;
 }
 
-const FINISH_REASON: Record<StopReason, "stop" | "length"> = { eos: "stop", stop: "stop", length: "length", context: "length" };
+const FINISH_REASON: Record<StopReason, "stop" | "length" | "tool_calls"> = { eos: "stop", stop: "stop", length: "length", context: "length", tool_calls: "tool_calls" };
 
 function usageOf(result: GenerateResult) {
   return {

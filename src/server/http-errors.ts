@@ -5,11 +5,9 @@ import { MultimodalLMError, type MultimodalLMErrorCode } from "../errors.js";
 /** An error the server answers with a given status. `param` names the request field at fault. */
 export class HttpError extends MultimodalLMError {
   readonly status: number;
-  readonly param: string | null;
   constructor(status: number, code: MultimodalLMErrorCode, message: string, options?: { param?: string; cause?: unknown }) {
     super(code, message, options);
     this.status = status;
-    this.param = options?.param ?? null;
   }
 }
 
@@ -32,6 +30,9 @@ const STATUS_BY_CODE: Partial<Record<MultimodalLMErrorCode, number>> = {
   E_MEDIA_MISMATCH: 400,
   E_CONTEXT_OVERFLOW: 400,
   E_MODEL_LOAD: 400,
+  E_INVALID_SCHEMA: 400,
+  E_INVALID_GRAMMAR: 400,
+  E_TOOLS_UNSUPPORTED: 400,
   E_UNAUTHORIZED: 401,
   E_NOT_FOUND: 404,
   E_METHOD_NOT_ALLOWED: 405,
@@ -75,7 +76,7 @@ export interface HttpFailure {
 export function toHttpFailure(error: unknown): HttpFailure {
   if (error instanceof MultimodalLMError) {
     const status = error instanceof HttpError ? error.status : statusFor(error.code);
-    const param = error instanceof HttpError ? error.param : null;
+    const param = error.param ?? null;
     return {
       status,
       body: { error: { message: error.message, type: TYPE_BY_STATUS[status] ?? "server_error", param, code: error.code } },
