@@ -1,6 +1,21 @@
 #include "chat-layer.h"
 
+#include <cstdio>
 #include <stdexcept>
+
+#ifdef _WIN32
+#include <io.h>
+#define MMLM_DUP _dup
+#define MMLM_DUP2 _dup2
+#define MMLM_CLOSE _close
+#define MMLM_FILENO _fileno
+#else
+#include <unistd.h>
+#define MMLM_DUP dup
+#define MMLM_DUP2 dup2
+#define MMLM_CLOSE close
+#define MMLM_FILENO fileno
+#endif
 
 #include "chat.h"  // common/chat.h
 #include "common.h"
@@ -26,6 +41,54 @@ auto capturingErrors(std::string& errors, Fn fn) -> decltype(fn()) {
     } collect{local, errors};
     ScopedLogSink scope(&local);
     return fn();
+}
+
+// llama.cpp's grammar parser prints why a grammar does not parse to stderr, not to the log: for
+// the length of one parse, stderr goes to a temporary file, and the reason is read back. (Another
+// thread's stderr output in that window lands there too; the engine's logs go to the log sink.)
+class StderrCapture {
+ public:
+    StderrCapture() : file_(std::tmpfile()) {
+        if (file_ == nullptr) return;
+        std::fflush(stderr);
+        saved_ = MMLM_DUP(MMLM_FILENO(stderr));
+        if (saved_ < 0 || MMLM_DUP2(MMLM_FILENO(file_), MMLM_FILENO(stderr)) < 0) restore();
+    }
+    ~StderrCapture() {
+        restore();
+        if (file_ != nullptr) std::fclose(file_);
+    }
+    // What was written, once stderr is back.
+    std::string take() {
+        restore();
+        std::string out;
+        if (file_ == nullptr) return out;
+        std::rewind(file_);
+        char buffer[4096];
+        size_t n = 0;
+        while ((n = std::fread(buffer, 1, sizeof buffer, file_)) > 0 && out.size() < (1u << 20)) out.append(buffer, n);
+        return out;
+    }
+
+ private:
+    void restore() {
+        if (saved_ < 0) return;
+        std::fflush(stderr);
+        MMLM_DUP2(saved_, MMLM_FILENO(stderr));
+        MMLM_CLOSE(saved_);
+        saved_ = -1;
+    }
+    FILE* file_;
+    int saved_ = -1;
+};
+
+// "error parsing grammar: <reason>" out of what the grammar parser printed.
+std::string grammarParseReason(const std::string& printed) {
+    const std::string tag = "error parsing grammar: ";
+    const size_t at = printed.find(tag);
+    if (at == std::string::npos) return "";
+    const size_t from = at + tag.size();
+    return printed.substr(from, printed.find('\n', from) - from);
 }
 
 common_chat_tool_choice toolChoiceOf(const std::string& value) {
@@ -179,11 +242,19 @@ std::string ChatLayer::schemaToGrammar(const std::string& schemaJson) {
 
 void ChatLayer::checkGrammar(const std::string& grammar) const {
     std::string errors;
-    llama_sampler* sampler =
-        capturingErrors(errors, [&]() { return llama_sampler_init_grammar(vocab_, grammar.c_str(), "root"); });
+    std::string printed;
+    llama_sampler* sampler = nullptr;
+    {
+        StderrCapture capture;
+        sampler =
+            capturingErrors(errors, [&]() { return llama_sampler_init_grammar(vocab_, grammar.c_str(), "root"); });
+        printed = capture.take();
+    }
     if (sampler == nullptr) {
+        std::string reason = grammarParseReason(printed);
+        if (reason.empty()) reason = errors;
         throw CodedError("E_INVALID_GRAMMAR",
-                         "the grammar does not parse" + (errors.empty() ? std::string() : ": " + errors));
+                         "the grammar does not parse" + (reason.empty() ? std::string() : ": " + reason));
     }
     llama_sampler_free(sampler);
 }
