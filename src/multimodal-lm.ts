@@ -490,7 +490,8 @@ export class MultimodalLM implements AsyncDisposable {
     const signal = optionalSignal("signal", options.signal);
     const raw = optionalBoolean("raw", options.raw, false);
     const videos = options.videos ?? [];
-    const text = this.userPrompt(prompt, images, videos, raw);
+    const content = this.userContent(prompt, images, videos);
+    const text = raw ? content : this.applyChat(native, [{ role: "user", content }], { toolChoice: "auto", parse: false }).prompt;
     const imageOptions = this.imageOptions(options.image, signal);
     const video = this.videoOptions(options.video, signal);
     const frameMerge = this.loaded().frameMerge;
@@ -702,8 +703,8 @@ export class MultimodalLM implements AsyncDisposable {
     if (plan.tools && plan.toolChoice !== "none" && !params.supportsTools) {
       throw new MultimodalLMError(
         "E_TOOLS_UNSUPPORTED",
-        "This model's chat template cannot render tool calls, so tools would be ignored. Load the model with a chatTemplate that supports tools " +
-          "(for example one from llama.cpp's models/templates), or send the request without tools.",
+        "This model's chat template cannot render tool calls, so tools would be ignored. Load the model with a chat template that supports tools " +
+          "(the chatTemplate load option, or --chat-template-file on the command line; llama.cpp's models/templates has many), or send the request without tools.",
         { param: "tools" },
       );
     }
@@ -724,8 +725,8 @@ export class MultimodalLM implements AsyncDisposable {
     };
   }
 
-  /** One user turn: markers before the text when it has none, then the chat template. */
-  private userPrompt(prompt: unknown, images: unknown, videos: unknown, raw: boolean): string {
+  /** One user turn's content: markers before the text when it has none (the chat template comes later). */
+  private userContent(prompt: unknown, images: unknown, videos: unknown): string {
     if (!is.string(prompt)) throw invalidParameter("prompt", "a string", prompt);
     if (!Array.isArray(images)) throw invalidParameter("images", "an array of images", images);
     if (!Array.isArray(videos)) throw invalidParameter("videos", "an array of videos", videos);
@@ -743,7 +744,7 @@ export class MultimodalLM implements AsyncDisposable {
     const raw = optionalBoolean("raw", request.raw, false);
     const images = request.images ?? [];
     const videos = request.videos ?? [];
-    const content = this.userPrompt(request.prompt, images, videos, raw);
+    const content = this.userContent(request.prompt, images, videos);
     const media: MediaRef[] = [
       ...images.map((input, i): MediaRef => ({ type: "image", input, param: `images[${i}]` })),
       ...videos.map((input, i): MediaRef => ({ type: "video", input, param: `videos[${i}]` })),

@@ -115,7 +115,7 @@ describe("help and version", () => {
   });
 
   const sampling = ["--max-tokens", "--temperature", "--top-k", "--top-p", "--seed"];
-  const load = ["--mmproj", "--ctx-size", "--threads", "--gpu-layers", "--image-cache-mb", "--no-reuse-prefix"];
+  const load = ["--mmproj", "--ctx-size", "--threads", "--gpu-layers", "--image-cache-mb", "--no-reuse-prefix", "--chat-template-file"];
   const video = ["--fps", "--max-frames", "--num-frames"];
   it.each([
     ["describe", ["--model", "MULTIMODAL_LM_MODEL", "--prompt", "--json", "--verbose", ...load, ...sampling, ...video]],
@@ -235,6 +235,25 @@ describe("describe", () => {
     const text = path.join(tmp, "notes.txt");
     fs.writeFileSync(text, "not media");
     expectOneLineError(await cli(["describe", text, "-m", files.model]), /^multimodal-lm: /);
+  });
+
+  it("--chat-template-file replaces the model's template; a missing one is one line naming the flag", async () => {
+    const template = path.join(tmp, "plain.jinja");
+    fs.writeFileSync(template, "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] ");
+    const custom = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, chatTemplate: fs.readFileSync(template, "utf8") });
+    try {
+      const run = await cli(["describe", PNG, "-m", files.model, "--chat-template-file", template, "--prompt", "hi", "--temperature", "0", "-n", "4", "--json"]);
+      expect(run.code, run.stderr).toBe(0);
+      const viaCli = await custom.generate({ prompt: "hi", images: [PNG], temperature: 0, maxTokens: 4 });
+      expect(JSON.parse(run.stdout).text).toBe(viaCli.text);
+      expect(custom.formatChat([{ role: "user", content: "hi" }])).toBe("[user] hi\n[assistant] ");
+    } finally {
+      await custom.dispose();
+    }
+    expectOneLineError(
+      await cli(["describe", PNG, "-m", files.model, "--chat-template-file", path.join(tmp, "none.jinja")]),
+      /^multimodal-lm: The chat template file .*none\.jinja \(--chat-template-file\) could not be read: .*Check the path\.\n$/,
+    );
   });
 
   it("rejects bad flags before loading anything", async () => {

@@ -67,6 +67,7 @@ export interface LoadFlags {
   gpuLayers?: number | "auto";
   imageCacheMb?: number;
   reusePrefix?: boolean;
+  chatTemplateFile?: string;
 }
 
 export interface SamplingFlags {
@@ -105,6 +106,7 @@ export function addLoadOptions(command: Command, { slots = false }: { slots?: bo
   addNumberOption(command, "--gpu-layers <n|auto>", 'text-model layers to offload to the GPU (default: "auto", all)', { integer: true, min: 0, words: ["auto"] });
   addNumberOption(command, "--image-cache-mb <n>", "bound of the image embedding cache in MiB; 0 turns it off (default: 128)", { min: 0 });
   command.option("--no-reuse-prefix", "evaluate every prompt from the start instead of reusing what the KV cache holds");
+  command.option("--chat-template-file <jinja>", "a Jinja chat template to use instead of the model's own (e.g. one that supports tools, from llama.cpp's models/templates)");
   return command;
 }
 
