@@ -33,7 +33,8 @@ export type {
   StopReason,
   TokenCount,
 } from "./multimodal-lm.js";
-export type { ChatContentPart, ChatMessage, ChatRole } from "./messages.js";
+export type { ChatContentPart, ChatMessage, ChatRole, MediaRef, MediaResolver, ToolCall } from "./messages.js";
+export type { FunctionTool, JsonSchema, ResponseFormat, StreamEvent, StructuredOptions, TokenLogprob, ToolChoice } from "./structured.js";
 export type { LoadOptions, LogLevel, Logger, SamplingOptions } from "./options.js";
 export type { TextStream } from "./stream.js";
 export { loadImage, imageSize } from "./media/image.js";

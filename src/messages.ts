@@ -92,9 +92,18 @@ function readToolCalls(value: unknown, where: string): NonNullable<TemplateMessa
     const { name, arguments: args } = call.function;
     if (!is.string(name) || name.length === 0) throw invalidParameter(`${at}.function.name`, "a function name", name);
     let text: string;
-    if (is.string(args)) text = args;
-    else if (is.object(args)) text = JSON.stringify(args);
-    else throw invalidParameter(`${at}.function.arguments`, "a JSON string or an object", args);
+    if (is.string(args)) {
+      text = args;
+      try {
+        JSON.parse(text);
+      } catch {
+        throw invalidParameter(`${at}.function.arguments`, "the call's arguments as a JSON string (as the model returned them)", args);
+      }
+    } else if (is.object(args)) {
+      text = JSON.stringify(args);
+    } else {
+      throw invalidParameter(`${at}.function.arguments`, "a JSON string or an object", args);
+    }
     return { id: is.string(call.id) ? call.id : `call_${k}`, type: "function" as const, function: { name, arguments: text } };
   });
 }

@@ -18,6 +18,7 @@ const scripts = [
   "describe-video.ts",
   "embed-image.ts",
   "express-server.ts",
+  "extract-json.ts",
   "fastify-server.ts",
   "openai-client.ts",
   "serve.ts",
@@ -107,6 +108,21 @@ describe("scripts that exit by themselves", () => {
     const { stdout } = await run("embed-image.ts", ["assets/sample.png"]);
     expect(stdout).toMatch(/^sample\.png: /m);
     expect(stdout).not.toContain("similarity");
+  });
+
+  it("extract-json.ts prints an object that matches its zod schema", async () => {
+    const { stdout } = await run("extract-json.ts");
+    const json = stdout.slice(0, stdout.indexOf("\n}\n") + 2);
+    const facts = JSON.parse(json) as Record<string, unknown>;
+    expect(Object.keys(facts)).toEqual(["caption", "kind", "mainColors", "objectCount", "hasText"]);
+    expect(facts.objectCount).toSatisfy((n: unknown) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 50);
+    expect(stdout).toMatch(/^\d+ prompt tokens \(\d+ from 1 media chunks\), \d+ generated \(eos\)$/m);
+  });
+
+  it("extract-json.ts says so when the reply is cut short", async () => {
+    const result = await runExample("extract-json.ts", ["--max-tokens", "5"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('The reply was cut short (stopReason "length") after 5 tokens, so its JSON is incomplete. Raise --max-tokens.');
   });
 
   it("openai-client.ts sends every request shape to an in-process server", async () => {
