@@ -233,11 +233,26 @@ ParsedChat ChatLayer::parse(const std::string& text, bool partial, int32_t forma
 
 std::string ChatLayer::schemaToGrammar(const std::string& schemaJson) {
     std::string errors;
+    std::string grammar;
+    std::string printed;
     try {
-        return capturingErrors(errors, [&]() { return json_schema_to_grammar(common_json::parse(schemaJson)); });
+        StderrCapture capture;
+        grammar = capturingErrors(errors, [&]() { return json_schema_to_grammar(common_json::parse(schemaJson)); });
+        printed = capture.take();
     } catch (const std::exception& e) {
         throw CodedError("E_INVALID_SCHEMA", withDetail(e.what(), errors));
     }
+    // A part the converter cannot enforce (an unsupported pattern) would be accepted as anything:
+    // refused, so that an output never breaks the schema it was asked for.
+    const std::string tag = "WARNING: JSON schema conversion was incomplete: ";
+    const size_t at = printed.find(tag);
+    if (at != std::string::npos) {
+        const size_t from = at + tag.size();
+        throw CodedError("E_INVALID_SCHEMA", "llama.cpp cannot enforce part of this schema: " +
+                                                 printed.substr(from, printed.find('\n', from) - from) +
+                                                 " (write \\d as [0-9], and avoid named groups and lookarounds)");
+    }
+    return grammar;
 }
 
 void ChatLayer::checkGrammar(const std::string& grammar) const {

@@ -200,6 +200,40 @@ function readTools(value: unknown, checks: GrammarChecks): FunctionTool[] {
   });
 }
 
+const MAX_GRAMMAR_BYTES = 1 << 20;
+const MAX_GRAMMAR_DEPTH = 1000;
+
+/**
+ * llama.cpp parses a grammar recursively: deep enough nesting overflows the stack and kills the
+ * process (llama-server too). Groups nested past MAX_GRAMMAR_DEPTH are refused before it sees them.
+ */
+function checkGrammarSize(grammar: string): void {
+  if (grammar.length > MAX_GRAMMAR_BYTES) {
+    throw new MultimodalLMError("E_INVALID_GRAMMAR", `The grammar is ${grammar.length} characters long; at most ${MAX_GRAMMAR_BYTES} are accepted.`, { param: "grammar" });
+  }
+  let depth = 0;
+  let deepest = 0;
+  for (let i = 0; i < grammar.length; i++) {
+    const c = grammar[i];
+    if (c === '"' || c === "[") {
+      // Skip a string literal or a character class, with its escapes.
+      const end = c === '"' ? '"' : "]";
+      for (i++; i < grammar.length && grammar[i] !== end; i++) if (grammar[i] === "\\") i++;
+    } else if (c === "#") {
+      while (i < grammar.length && grammar[i] !== "\n") i++;
+    } else if (c === "(") {
+      deepest = Math.max(deepest, ++depth);
+    } else if (c === ")") {
+      depth--;
+    }
+  }
+  if (deepest > MAX_GRAMMAR_DEPTH) {
+    throw new MultimodalLMError("E_INVALID_GRAMMAR", `The grammar nests groups ${deepest} deep; at most ${MAX_GRAMMAR_DEPTH} levels are accepted (llama.cpp's parser is recursive).`, {
+      param: "grammar",
+    });
+  }
+}
+
 /** Checks the structured-output options of one request. */
 export function planOutput(o: StructuredOptions, checks: GrammarChecks): OutputPlan {
   const schema = readResponseFormat(o.responseFormat, checks);
@@ -207,6 +241,7 @@ export function planOutput(o: StructuredOptions, checks: GrammarChecks): OutputP
   if (o.grammar !== undefined) {
     if (!is.string(o.grammar) || o.grammar.trim().length === 0) throw invalidParameter("grammar", "a GBNF grammar string", o.grammar);
     if (schema !== undefined) throw invalidParameter("grammar", "no grammar together with a JSON responseFormat (use one of them)", "a grammar");
+    checkGrammarSize(o.grammar);
     try {
       checks.checkGrammar(o.grammar);
     } catch (error) {
@@ -263,8 +298,11 @@ export interface TokenLogprob {
   topLogprobs: Array<{ token: string; bytes: number[]; logprob: number }>;
 }
 
+const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+/** A tool-call id: 9 letters and digits, the form Mistral's templates insist on (the others take any string). */
 export function newToolCallId(): string {
-  return `call_${randomBytes(12).toString("base64url")}`;
+  return [...randomBytes(9)].map((b) => ID_ALPHABET[b % ID_ALPHABET.length]).join("");
 }
 
 /**

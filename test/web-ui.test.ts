@@ -367,7 +367,9 @@ describe.skipIf(!executablePath)("the chat page in Chromium", () => {
     const error = page.locator(".message.error");
     await error.waitFor();
     expect(await error.locator(".title").textContent()).toBe("Error 400 · E_IMAGE_DECODE");
-    expect(await error.locator(".text").textContent()).toMatch(/^Could not decode the image in buffer of 16 bytes: .+; check that the data is a complete, uncorrupted image\.$/);
+    expect(await error.locator(".text").textContent()).toMatch(
+      /^messages\[2\]\.content\[0\]\.image_url: Could not decode the image in buffer of 16 bytes: .+; check that the data is a complete, uncorrupted image\.$/,
+    );
     // The server keeps serving, and the failed turn is not part of the conversation.
     requests.length = 0;
     await ask("Still there?");

@@ -1,34 +1,31 @@
 // An OpenAI chat-completions request body → MultimodalLM chat options, checked field by field
-// with OpenAI's names. Extra fields of vllm-mlx (video_fps, video_max_frames) and LMDeploy
-// (media_io_kwargs, mm_processor_kwargs) are read top-level or inside extra_body; unknown
-// fields are ignored, as OpenAI-compatible servers do.
-import type { CallImageOptions, CallVideoOptions } from "../multimodal-lm.js";
-import type { SamplingOptions } from "../options.js";
+// with OpenAI's names. Messages are checked by the library's parser (src/messages.ts) and passed
+// on as sent; response_format, tools, tool_choice, logprobs and logit_bias are reshaped into the
+// library's options, which MultimodalLM.chat checks against the model. Extra fields of vllm-mlx
+// (video_fps, video_max_frames), LMDeploy (media_io_kwargs, mm_processor_kwargs) and llama-server
+// (grammar, json_schema) are read top-level or inside extra_body; unknown fields are ignored, as
+// OpenAI-compatible servers do.
+import { MultimodalLMError } from "../errors.js";
 import { MAX_VIDEO_FRAMES } from "../media/video.js";
+import { parseMessages, type ChatMessage, type ParsedChat } from "../messages.js";
+import type { CallImageOptions, CallVideoOptions } from "../multimodal-lm.js";
+import { resolveSampling, type SamplingOptions } from "../options.js";
+import type { StructuredOptions } from "../structured.js";
 import { describeValue, is } from "../validate.js";
 import { HttpError } from "./http-errors.js";
 
-/** A media reference as the request gave it, still to be checked against the media policy. */
-export interface MediaPart {
-  kind: "image" | "video";
-  ref: string;
-  /** Where it was, e.g. messages[0].content[1].image_url.url, for error messages. */
-  param: string;
-}
-
-export type RequestPart = { type: "text"; text: string } | MediaPart;
-
-export interface RequestMessage {
-  role: string;
-  content: string | RequestPart[];
-}
-
 export interface ChatCompletionRequest {
   model: string | undefined;
-  messages: RequestMessage[];
+  /** The messages as sent (checked): media stay references until the media policy resolves them. */
+  messages: ChatMessage[];
   stream: boolean;
   includeUsage: boolean;
+  /** Sampling, with logprobs, topLogprobs and logitBias. */
   sampling: Omit<SamplingOptions, "signal">;
+  /** response_format, grammar, tools, tool_choice, parallel_tool_calls. */
+  structured: StructuredOptions;
+  /** Library option names → the request's field names, for errors (see toOpenAIError). */
+  paramNames: Array<[string, string]>;
   image: CallImageOptions;
   video: CallVideoOptions;
 }
@@ -123,21 +120,12 @@ function readSampling(body: Record<string, unknown>): Omit<SamplingOptions, "sig
 function refuseUnsupported(body: Record<string, unknown>): void {
   const n = field(body, "n");
   if (n !== undefined && n !== 1) throw unsupported("n", `Only n=1 is supported; received n=${describeValue(n)}. Send one request per completion.`);
-  if (field(body, "logprobs") === true || field(body, "top_logprobs") !== undefined) {
-    throw unsupported("logprobs", "logprobs are not supported by this server. Remove logprobs and top_logprobs.");
-  }
-  for (const key of ["tools", "functions"]) {
+  for (const key of ["functions", "function_call"]) {
     const value = field(body, key);
     if (Array.isArray(value) ? value.length > 0 : value !== undefined) {
-      throw unsupported(key, `${key} (function calling) is not supported by this server. Remove ${key} from the request.`);
+      throw unsupported(key, `${key} (the legacy form of function calling) is not supported by this server. Send tools and tool_choice instead.`);
     }
   }
-  const format = field(body, "response_format");
-  if (format !== undefined && !(is.object(format) && format.type === "text")) {
-    throw unsupported("response_format", 'Only response_format {"type": "text"} is supported; structured output is not.');
-  }
-  const bias = field(body, "logit_bias");
-  if (is.object(bias) && Object.keys(bias).length > 0) throw unsupported("logit_bias", "logit_bias is not supported by this server.");
   const modalities = field(body, "modalities");
   if (Array.isArray(modalities) && modalities.some((m) => m !== "text")) {
     throw unsupported("modalities", 'Only the "text" output modality is supported.');
@@ -184,46 +172,102 @@ function readMediaOptions(body: Record<string, unknown>): { image: CallImageOpti
   return { image, video };
 }
 
-/** The URL string of an image_url / video_url value: "url" or {url}. */
-function urlOf(value: unknown, param: string): string {
-  const url = is.string(value) ? value : is.object(value) ? value.url : undefined;
-  if (!is.string(url) || url.length === 0) throw invalid(param, "a URL string or an object with a url", value);
-  return url;
+/**
+ * The messages as given, checked by the library's one message parser (roles, every content-part
+ * type, tool calls and tool results). Media given by reference must be strings here: the media
+ * policy resolves them later (MultimodalLM.chat's resolveMedia hook).
+ */
+function checkMessages(messages: unknown): ChatMessage[] {
+  let parsed: ParsedChat;
+  try {
+    // The marker only stands for media in the template's text; any string does for checking.
+    parsed = parseMessages(messages, "<__media__>");
+  } catch (error) {
+    if (error instanceof MultimodalLMError) throw new HttpError(400, error.code, error.message, { param: error.param ?? "messages", cause: error });
+    throw error;
+  }
+  for (const ref of parsed.media) {
+    if (!is.string(ref.input)) throw invalid(ref.param, "a URL or path string", ref.input);
+  }
+  return messages as ChatMessage[];
 }
 
-function readContent(content: unknown, where: string): string | RequestPart[] {
-  if (content === null || content === undefined) return "";
-  if (is.string(content)) return content;
-  if (!Array.isArray(content)) throw invalid(`${where}.content`, "a string or an array of content parts", content);
-  return content.map((part: unknown, j): RequestPart => {
-    const at = `${where}.content[${j}]`;
-    if (!is.object(part) || !is.string(part.type)) throw invalid(at, "a content part with a type", part);
-    switch (part.type) {
-      case "text":
-        if (!is.string(part.text)) throw invalid(`${at}.text`, "a string", part.text);
-        return { type: "text", text: part.text };
-      case "image_url":
-        return { kind: "image", ref: urlOf(part.image_url, `${at}.image_url`), param: `${at}.image_url` };
-      case "video_url":
-        return { kind: "video", ref: urlOf(part.video_url, `${at}.video_url`), param: `${at}.video_url` };
-      case "image":
-      case "video": {
-        const value = part[part.type];
-        if (!is.string(value) || value.length === 0) throw invalid(`${at}.${part.type}`, "a URL or path string", value);
-        return { kind: part.type, ref: value, param: `${at}.${part.type}` };
-      }
-      case "input_audio":
-      case "audio_url":
-        throw unsupported(`${at}.type`, `${part.type} content parts are not supported: this server takes text, images and videos.`);
-      case "time_series_url":
-        throw unsupported(`${at}.type`, "time_series_url content parts are not supported: this server takes text, images and videos.");
-      default:
-        throw invalid(`${at}.type`, '"text", "image_url", "video_url", "image" or "video"', part.type);
-    }
-  });
+/** The library's camelCase names of top-level options → the request's snake_case fields. */
+const PARAM_NAMES: ReadonlyArray<[string, string]> = [
+  ["responseFormat", "response_format"],
+  ["toolChoice", "tool_choice"],
+  ["parallelToolCalls", "parallel_tool_calls"],
+  ["topLogprobs", "top_logprobs"],
+  ["logitBias", "logit_bias"],
+];
+
+/**
+ * Structured output and tools, OpenAI's fields (and llama-server's grammar and json_schema) →
+ * the library's options. Only reshaped: MultimodalLM.chat checks them against the model.
+ */
+function readStructured(body: Record<string, unknown>): { structured: StructuredOptions; paramNames: Array<[string, string]> } {
+  const structured: Record<string, unknown> = {};
+  const paramNames = [...PARAM_NAMES];
+  const format = field(body, "response_format");
+  if (format !== undefined) structured.responseFormat = format;
+  const schema = field(body, "json_schema");
+  if (schema !== undefined) {
+    if (format !== undefined) throw unsupported("json_schema", "Send either response_format or json_schema (llama-server's form), not both.");
+    // llama-server's top-level schema: errors name it as sent.
+    structured.responseFormat = { type: "json_schema", schema };
+    paramNames.unshift(["responseFormat.schema", "json_schema"], ["responseFormat", "json_schema"]);
+  }
+  const grammar = field(body, "grammar");
+  if (grammar !== undefined) structured.grammar = grammar;
+  const tools = field(body, "tools");
+  if (tools !== undefined) structured.tools = tools;
+  const toolChoice = field(body, "tool_choice");
+  if (toolChoice !== undefined) structured.toolChoice = toolChoice;
+  const parallel = field(body, "parallel_tool_calls");
+  if (parallel !== undefined) structured.parallelToolCalls = parallel;
+  return { structured: structured as StructuredOptions, paramNames };
 }
 
-const ROLES = new Set(["system", "user", "assistant", "developer", "tool"]);
+/** logprobs, top_logprobs and logit_bias → the library's sampling options, checked by it now. */
+function readTokenOptions(body: Record<string, unknown>, sampling: Omit<SamplingOptions, "signal">): void {
+  const logprobs = field(body, "logprobs");
+  const top = field(body, "top_logprobs");
+  if (top !== undefined && logprobs !== true) {
+    throw unsupported("top_logprobs", `top_logprobs (${describeValue(top)}) needs logprobs: true; send both, or neither.`);
+  }
+  const bias = field(body, "logit_bias");
+  const options = sampling as Record<string, unknown>;
+  if (logprobs !== undefined) options.logprobs = logprobs;
+  if (top !== undefined) options.topLogprobs = top;
+  // Token ids are the object's keys (strings in JSON); the library checks them and the biases.
+  if (bias !== undefined) options.logitBias = bias;
+  try {
+    resolveSampling(sampling);
+  } catch (error) {
+    throw toOpenAIError(error, PARAM_NAMES);
+  }
+}
+
+function renamed(path: string, names: ReadonlyArray<[string, string]>): string {
+  for (const [from, to] of names) {
+    if (path === from || path.startsWith(`${from}.`) || path.startsWith(`${from}[`)) return to + path.slice(from.length);
+  }
+  return path;
+}
+
+/**
+ * A library error as the HTTP client should see it: its `param` (and the same names in its
+ * message) in the request's own field names, e.g. responseFormat.json_schema.schema →
+ * response_format.json_schema.schema. Anything else is returned as it is.
+ */
+export function toOpenAIError(error: unknown, names: ReadonlyArray<[string, string]>): unknown {
+  if (!(error instanceof MultimodalLMError) || error instanceof HttpError) return error;
+  const param = error.param === undefined ? undefined : renamed(error.param, names);
+  let message = error.param === undefined ? error.message : error.message.split(error.param).join(param);
+  for (const [from, to] of names) if (!from.includes(".")) message = message.replace(new RegExp(`\\b${from}\\b`, "g"), to);
+  if (param === error.param && message === error.message) return error;
+  return new MultimodalLMError(error.code, message, { ...(param !== undefined ? { param } : {}), cause: error });
+}
 
 /** Checks a parsed JSON body and maps it; throws HttpError(400) naming the field at fault. */
 export function parseChatCompletionRequest(input: unknown): ChatCompletionRequest {
@@ -235,14 +279,7 @@ export function parseChatCompletionRequest(input: unknown): ChatCompletionReques
 
   const model = field(body, "model");
   if (model !== undefined && !is.string(model)) throw invalid("model", "a string", model);
-  const messages = field(body, "messages");
-  if (!Array.isArray(messages) || messages.length === 0) throw invalid("messages", "a non-empty array of messages", messages);
-  const parsed = messages.map((message: unknown, i): RequestMessage => {
-    const where = `messages[${i}]`;
-    if (!is.object(message)) throw invalid(where, "an object with role and content", message);
-    if (!is.string(message.role) || !ROLES.has(message.role)) throw invalid(`${where}.role`, `one of ${[...ROLES].join(", ")}`, message.role);
-    return { role: message.role, content: readContent(message.content, where) };
-  });
+  const messages = checkMessages(field(body, "messages"));
 
   const stream = field(body, "stream");
   if (stream !== undefined && !is.bool(stream)) throw invalid("stream", "a boolean", stream);
@@ -250,12 +287,15 @@ export function parseChatCompletionRequest(input: unknown): ChatCompletionReques
   const includeUsage = field(streamOptions, "include_usage");
   if (includeUsage !== undefined && !is.bool(includeUsage)) throw invalid("stream_options.include_usage", "a boolean", includeUsage);
 
+  const sampling = readSampling(body);
+  readTokenOptions(body, sampling);
   return {
     model,
-    messages: parsed,
+    messages,
     stream: stream === true,
     includeUsage: includeUsage === true,
-    sampling: readSampling(body),
+    sampling,
+    ...readStructured(body),
     ...readMediaOptions(body),
   };
 }

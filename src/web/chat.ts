@@ -16,9 +16,17 @@ interface ModelObject {
 
 type Part = { type: "text"; text: string } | { type: "image_url"; image_url: { url: string } } | { type: "video_url"; video_url: { url: string } };
 
+interface ToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
+
 interface Turn {
   role: "system" | "user" | "assistant";
-  content: string | Part[];
+  content: string | Part[] | null;
+  /** An assistant turn's tool calls, as the server sent them. */
+  tool_calls?: ToolCall[];
 }
 
 type MediaKind = "image" | "video";
@@ -39,6 +47,10 @@ interface Settings {
   maxFrames: number | null;
   system: string;
   apiKey: string;
+  /** Ask for a JSON reply (response_format). */
+  json: boolean;
+  /** The JSON schema the reply must match, as typed; empty: any JSON object. */
+  schema: string;
 }
 
 interface ServerErrorBody {
@@ -80,6 +92,9 @@ const ui = {
   fps: element<HTMLInputElement>("set-fps"),
   maxFrames: element<HTMLInputElement>("set-max-frames"),
   system: element<HTMLTextAreaElement>("set-system"),
+  json: element<HTMLInputElement>("set-json"),
+  schemaField: element<HTMLLabelElement>("schema-field"),
+  schema: element<HTMLTextAreaElement>("set-schema"),
   apiKeyField: element<HTMLLabelElement>("api-key-field"),
   apiKey: element<HTMLInputElement>("set-api-key"),
   settingsError: element<HTMLParagraphElement>("settings-error"),
@@ -98,7 +113,7 @@ const ui = {
   dropOverlay: element<HTMLDivElement>("drop-overlay"),
 };
 
-const DEFAULT_SETTINGS: Settings = { temperature: 0.8, maxTokens: null, fps: null, maxFrames: null, system: "", apiKey: "" };
+const DEFAULT_SETTINGS: Settings = { temperature: 0.8, maxTokens: null, fps: null, maxFrames: null, system: "", apiKey: "", json: false, schema: "" };
 
 const state = {
   model: null as ModelObject | null,
@@ -121,6 +136,15 @@ function make<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string,
 function byteSize(bytes: number): string {
   if (bytes < 1024 * 1024) return `${Math.max(1, Math.round(bytes / 1024))} KiB`;
   return `${(bytes / (1024 * 1024)).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
+}
+
+/** JSON text indented for reading; anything that does not parse (cut short, say) as it is. */
+function pretty(text: string): string {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
 }
 
 function notice(text: string): void {
@@ -192,6 +216,23 @@ function showSettings(settings: Settings): void {
   ui.maxFrames.value = settings.maxFrames === null ? "" : String(settings.maxFrames);
   ui.system.value = settings.system;
   ui.apiKey.value = settings.apiKey;
+  ui.json.checked = settings.json;
+  ui.schema.value = settings.schema;
+  ui.schemaField.hidden = !settings.json;
+}
+
+/** The response_format for JSON output: any JSON object, or one matching the schema typed in. */
+function responseFormat(settings: Settings): Record<string, unknown> | string {
+  const text = settings.schema.trim();
+  if (text === "") return { type: "json_object" };
+  let schema: unknown;
+  try {
+    schema = JSON.parse(text);
+  } catch (error) {
+    return `The JSON schema is not valid JSON: ${(error as Error).message}.`;
+  }
+  if (typeof schema !== "object" || schema === null || Array.isArray(schema)) return "The JSON schema must be a JSON object (or empty, for any JSON object).";
+  return { type: "json_schema", json_schema: { name: "reply", schema, strict: true } };
 }
 
 /** The settings as entered, or an error message naming the field to fix. */
@@ -213,17 +254,25 @@ function currentSettings(): Settings | string {
   const fps = number(ui.fps, "Video fps", false);
   const maxFrames = number(ui.maxFrames, "Max frames", true);
   for (const value of [temperature, maxTokens, fps, maxFrames]) if (typeof value === "string") return value;
-  return {
+  const settings: Settings = {
     temperature: (temperature as number | null) ?? DEFAULT_SETTINGS.temperature,
     maxTokens: maxTokens as number | null,
     fps: fps as number | null,
     maxFrames: maxFrames as number | null,
     system: ui.system.value,
     apiKey: ui.apiKey.value.trim(),
+    json: ui.json.checked,
+    schema: ui.schema.value,
   };
+  if (settings.json) {
+    const format = responseFormat(settings);
+    if (typeof format === "string") return format;
+  }
+  return settings;
 }
 
 function saveSettings(): void {
+  ui.schemaField.hidden = !ui.json.checked;
   const settings = currentSettings();
   ui.settingsError.textContent = typeof settings === "string" ? settings : "";
   if (typeof settings !== "string") localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings));
@@ -397,11 +446,24 @@ function statsLine(generated: number, usage: Usage | null, firstTokenMs: number 
     parts.push(`prompt ${usage.prompt_tokens} tokens${cached ? ` (${cached} cached)` : ""}`);
   }
   if (finish === "length") parts.push("stopped at the token limit");
+  if (finish === "tool_calls") parts.push("ended with a tool call");
   return parts.join(" · ");
 }
 
-/** Reads the server-sent events of one completion, calling `onText` for each piece. */
-async function readEvents(response: Response, onText: (text: string) => void): Promise<{ usage: Usage | null; finish: string | null }> {
+interface ToolCallDelta {
+  index: number;
+  id?: string;
+  function?: { name?: string; arguments?: string };
+}
+
+interface EventHandlers {
+  onText(text: string): void;
+  /** A tool call's first delta has its id and name; later ones add to its arguments. */
+  onToolCall(delta: ToolCallDelta): void;
+}
+
+/** Reads the server-sent events of one completion, passing on each text piece and tool-call delta. */
+async function readEvents(response: Response, { onText, onToolCall }: EventHandlers): Promise<{ usage: Usage | null; finish: string | null }> {
   if (!response.body) throw new Error("The response has no body.");
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -423,12 +485,13 @@ async function readEvents(response: Response, onText: (text: string) => void): P
       if (data === "") continue;
       if (data === "[DONE]") return { usage, finish };
       const chunk = JSON.parse(data) as ServerErrorBody & {
-        choices?: Array<{ delta?: { content?: string }; finish_reason?: string | null }>;
+        choices?: Array<{ delta?: { content?: string | null; tool_calls?: ToolCallDelta[] }; finish_reason?: string | null }>;
         usage?: Usage | null;
       };
       if (chunk.error) throw new ServerError(`Error · ${chunk.error.code ?? "stream"}`, chunk.error.message ?? "The generation failed.");
       const choice = chunk.choices?.[0];
       if (choice?.delta?.content) onText(choice.delta.content);
+      for (const call of choice?.delta?.tool_calls ?? []) onToolCall(call);
       if (choice?.finish_reason) finish = choice.finish_reason;
       if (chunk.usage) usage = chunk.usage;
     }
@@ -486,6 +549,7 @@ async function send(): Promise<void> {
   if (settings.maxTokens !== null) body.max_tokens = settings.maxTokens;
   if (settings.fps !== null) body.video_fps = settings.fps;
   if (settings.maxFrames !== null) body.video_max_frames = settings.maxFrames;
+  if (settings.json) body.response_format = responseFormat(settings);
   const json = JSON.stringify(body);
   const size = new Blob([json]).size;
   if (size > config.maxBodyBytes) {
@@ -514,10 +578,12 @@ async function send(): Promise<void> {
   notice("");
 
   const reply = addMessage("assistant streaming");
-  const replyText = make("div", "text");
+  const replyText = make("div", settings.json ? "text json" : "text");
+  const toolBox = make("div", "tool-calls");
   const meta = make("div", "meta", "waiting for the model…");
-  reply.append(replyText, meta);
+  reply.append(replyText, toolBox, meta);
   scrollDown(true);
+  const calls: Array<ToolCall & { shown: HTMLPreElement }> = [];
 
   const controller = new AbortController();
   setRunning(controller);
@@ -532,13 +598,34 @@ async function send(): Promise<void> {
       throw new ServerError(title, message);
     }
     meta.textContent = "";
-    const { usage, finish } = await readEvents(response, (piece) => {
-      if (firstTokenMs === null) firstTokenMs = performance.now() - started;
-      generated++;
-      answer += piece;
-      replyText.textContent = answer;
-      scrollDown();
+    const { usage, finish } = await readEvents(response, {
+      onText: (piece) => {
+        if (firstTokenMs === null) firstTokenMs = performance.now() - started;
+        generated++;
+        answer += piece;
+        replyText.textContent = answer;
+        scrollDown();
+      },
+      onToolCall: (delta) => {
+        if (firstTokenMs === null) firstTokenMs = performance.now() - started;
+        generated++;
+        let call = calls[delta.index];
+        if (!call) {
+          const box = make("div", "tool-call");
+          const shown = make("pre", "arguments");
+          box.append(make("div", "name", delta.function?.name ?? "a function"), shown);
+          toolBox.append(box);
+          call = { id: delta.id ?? `call_${delta.index}`, type: "function", function: { name: delta.function?.name ?? "", arguments: "" }, shown };
+          calls[delta.index] = call;
+        }
+        call.function.arguments += delta.function?.arguments ?? "";
+        call.shown.textContent = call.function.arguments;
+        scrollDown();
+      },
     });
+    // Complete JSON (the reply in JSON mode, a call's arguments) is shown indented.
+    if (settings.json) replyText.textContent = pretty(answer);
+    for (const call of calls) if (call) call.shown.textContent = pretty(call.function.arguments);
     meta.textContent = statsLine(generated, usage, firstTokenMs, performance.now() - started, finish);
   } catch (error) {
     if (controller.signal.aborted) {
@@ -552,13 +639,15 @@ async function send(): Promise<void> {
     // A turn stopped or failed before any reply is taken back out of the conversation: the next
     // one must not be built on a question without an answer (templates such as Gemma's insist
     // that user and assistant alternate).
-    if (!answer) {
+    if (!answer && calls.length === 0) {
       state.history.pop();
       userMessage.classList.add("failed");
     }
   } finally {
     reply.classList.remove("streaming");
-    if (answer) state.history.push({ role: "assistant", content: answer });
+    const toolCalls = calls.filter(Boolean).map(({ id, type, function: fn }): ToolCall => ({ id, type, function: { ...fn } }));
+    if (toolCalls.length > 0) state.history.push({ role: "assistant", content: answer || null, tool_calls: toolCalls });
+    else if (answer) state.history.push({ role: "assistant", content: answer });
     setRunning(null);
   }
 }
