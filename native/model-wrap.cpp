@@ -445,9 +445,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         if (job->params.logprobs >= 0) {
             job->onLogprobs = [emit](const TokenLogprobs& l) {
                 auto shared = std::make_shared<TokenLogprobs>(l);
-                emit.send(new Event{Event::Kind::Logprobs, 0, {}, [shared](Napi::Env env) -> Napi::Value {
-                                        return logprobsObject(env, *shared);
-                                    }, {}});
+                emit.send(new Event{Event::Kind::Logprobs,
+                                    0,
+                                    {},
+                                    [shared](Napi::Env env) -> Napi::Value { return logprobsObject(env, *shared); },
+                                    {}});
             };
         }
         job->onDone = [emit, fn](GenerateResult&& result) mutable {
@@ -633,10 +635,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Value parseChat(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         return sync(env, [&]() -> Napi::Value {
-            ParsedChat p = engine_->chat().parse(
-                info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Boolean>().Value(),
-                info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::String>().Utf8Value(),
-                info[4].As<Napi::String>().Utf8Value(), info[5].As<Napi::Boolean>().Value());
+            ParsedChat p =
+                engine_->chat().parse(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Boolean>().Value(),
+                                      info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::String>().Utf8Value(),
+                                      info[4].As<Napi::String>().Utf8Value(), info[5].As<Napi::Boolean>().Value());
             Napi::Object out = Napi::Object::New(env);
             out.Set("content", p.content);
             out.Set("reasoning", p.reasoning);

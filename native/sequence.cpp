@@ -116,7 +116,8 @@ common_sampler* makeSampler(const llama_model* model, const GenerateParams& g,
     const OutputConstraint& c = g.constraint;
     if (c.kind != OutputConstraint::Kind::None && !c.grammar.empty()) {
         sp.grammar = common_grammar(
-            c.kind == OutputConstraint::Kind::User ? COMMON_GRAMMAR_TYPE_USER : COMMON_GRAMMAR_TYPE_TOOL_CALLS, c.grammar);
+            c.kind == OutputConstraint::Kind::User ? COMMON_GRAMMAR_TYPE_USER : COMMON_GRAMMAR_TYPE_TOOL_CALLS,
+            c.grammar);
         sp.grammar_lazy = c.lazy;
         for (const std::string& text : c.preservedTokens) {
             std::vector<llama_token> ids = common_tokenize(vocab, text, false, true);
