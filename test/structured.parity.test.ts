@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MultimodalLM, type ChatMessage, type FunctionTool } from "../src/index.js";
 import { encodePng, ensureTestModel, testPattern, type TestModelFiles } from "../src/test-models/index.js";
 import { llamaServerPath, startLlamaServer, type LlamaServer } from "./helpers/llama-server.js";
+import { WEATHER_TOOL } from "./helpers/tools.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const NEMO_TEMPLATE_FILE = path.join(root, "vendor/llama.cpp/models/templates/mistralai-Mistral-Nemo-Instruct-2407.jinja");
@@ -36,19 +37,7 @@ const SCHEMA = {
 };
 
 const TOOLS: FunctionTool[] = [
-  {
-    type: "function",
-    function: {
-      name: "get_weather",
-      description: "The weather in a city",
-      parameters: {
-        type: "object",
-        properties: { city: { type: "string", maxLength: 20 }, unit: { type: "string", enum: ["c", "f"] } },
-        required: ["city", "unit"],
-        additionalProperties: false,
-      },
-    },
-  },
+  WEATHER_TOOL,
   {
     type: "function",
     function: {

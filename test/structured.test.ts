@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MultimodalLM, type ChatMessage, type FunctionTool, type GenerateRequest, type GenerateResult, type StreamEvent } from "../src/index.js";
 import { encodePng, ensureTestModel, testPattern, type TestModelFiles } from "../src/test-models/index.js";
 import { rejection } from "./helpers/rejection.js";
+import { WEATHER_TOOL } from "./helpers/tools.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 /** A template with tool calls ([TOOL_CALLS] marker); the tiny models' own templates have none. */
@@ -59,19 +60,7 @@ const RICH_SCHEMA = {
 };
 
 const TOOLS: FunctionTool[] = [
-  {
-    type: "function",
-    function: {
-      name: "get_weather",
-      description: "The weather in a city",
-      parameters: {
-        type: "object",
-        properties: { city: { type: "string", maxLength: 20 }, unit: { type: "string", enum: ["c", "f"] } },
-        required: ["city", "unit"],
-        additionalProperties: false,
-      },
-    },
-  },
+  WEATHER_TOOL,
   {
     type: "function",
     function: {
