@@ -179,10 +179,14 @@ ChatParams ChatLayer::apply(const std::string& requestJson) const {
                     ChatParams out = toParams(common_chat_templates_apply(templates_, inputs));
                     out.continuation = true;
                     out.toolsPrefilled = true;
+                    out.toolCallMarker = marker;
+                    out.parallelToolCalls = inputs.parallel_tool_calls;
                     return out;
                 }
             }
-            return toParams(common_chat_templates_apply(templates_, inputs));
+            ChatParams out = toParams(common_chat_templates_apply(templates_, inputs));
+            out.parallelToolCalls = inputs.parallel_tool_calls;
+            return out;
         });
     } catch (const CodedError&) {
         throw;

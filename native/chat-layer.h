@@ -33,6 +33,8 @@ struct ChatParams {
     std::string parser;  // the serialized PEG parser of the output
     bool continuation = false;
     bool toolsPrefilled = false;  // the tool-call marker was put in the prompt (required tool choice)
+    std::string toolCallMarker;   // that marker
+    bool parallelToolCalls = false;
 };
 
 struct ParsedToolCall {

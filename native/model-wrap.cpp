@@ -626,6 +626,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             out.Set("parser", c.parser);
             out.Set("continuation", c.continuation);
             out.Set("toolsPrefilled", c.toolsPrefilled);
+            out.Set("toolCallMarker", c.toolCallMarker);
+            out.Set("parallelToolCalls", c.parallelToolCalls);
             out.Set("supportsTools", engine_->chat().supportsTools());
             return out;
         });

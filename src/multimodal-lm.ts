@@ -797,7 +797,13 @@ export class MultimodalLM implements AsyncDisposable {
     const signal = optionalSignal("signal", options.signal);
     const params = typeof input === "string" ? undefined : input;
     const prompt = params ? params.prompt : (input as string);
-    if (params) sampling.stop = [...sampling.stop, ...params.additionalStops.filter((stop) => stop.length > 0)];
+    if (params) {
+      sampling.stop = [...sampling.stop, ...params.additionalStops.filter((stop) => stop.length > 0)];
+      // One call asked for: the reply ends where a second would start. (On templates with only a
+      // per-call marker, such as Hermes' <tool_call>, llama.cpp's grammar admits more calls.)
+      const marker = params.toolCallMarker.trim();
+      if (params.toolsPrefilled && !params.parallelToolCalls && marker.length > 0) sampling.stop.push(marker);
+    }
     const constraint = this.constraintOf(plan, params);
     // With a JSON format or tools, the reply goes through llama.cpp's parser, piece by piece.
     const parser =
@@ -814,9 +820,16 @@ export class MultimodalLM implements AsyncDisposable {
     };
     const { items, videos } = await this.loadMedia(media, options, signal);
     const imageLoadMs = performance.now() - started;
-    const r: NativeGenerateResult = await this.call(signal, (id) =>
-      native.generate(id, { prompt, media: items, addSpecial: true, ...sampling, ...(constraint ? { constraint } : {}) }, onEvent),
-    );
+    let r: NativeGenerateResult;
+    try {
+      r = await this.call(signal, (id) => native.generate(id, { prompt, media: items, addSpecial: true, ...sampling, ...(constraint ? { constraint } : {}) }, onEvent));
+    } catch (error) {
+      // A user grammar that leaves no token to sample (e.g. one that must end, with ignoreEos).
+      if (error instanceof MultimodalLMError && error.code === "E_INVALID_GRAMMAR" && plan.grammar !== undefined && error.param === undefined) {
+        Object.defineProperty(error, "param", { value: "grammar", enumerable: true });
+      }
+      throw error;
+    }
     const prefillOnly = r.promptMs > 0 ? r.promptTokens / (r.promptMs / 1000) : 0;
     const truncated = r.stopReason === "length" || r.stopReason === "context";
     const reply = parser ? parser.finish(truncated) : { content: r.text, toolCalls: [] };

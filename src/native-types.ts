@@ -165,6 +165,10 @@ export interface NativeChatParams {
   continuation: boolean;
   /** A required tool call's marker was put at the start of the reply. */
   toolsPrefilled: boolean;
+  /** That marker (the template's tool-call start). */
+  toolCallMarker: string;
+  /** Whether more than one call may be made (as asked, or what the template supports). */
+  parallelToolCalls: boolean;
   /** The template renders tool calls. */
   supportsTools: boolean;
 }

@@ -292,6 +292,29 @@ describe.each(["qwen2vl-tiny", "gemma3-tiny"] as const)("tool calls on %s with t
   });
 });
 
+describe("one call on a template with only a per-call marker (Qwen2.5's <tool_call>)", () => {
+  // llama.cpp's grammar for such templates admits any number of <tool_call> blocks, whatever
+  // parallel_tool_calls says; with parallelToolCalls false the reply ends where a second would start.
+  const QWEN25_TEMPLATE = fs.readFileSync(path.join(root, "vendor/llama.cpp/models/templates/Qwen-Qwen2.5-7B-Instruct.jinja"), "utf8");
+  let lm: MultimodalLM;
+  beforeAll(async () => {
+    const files = await ensureTestModel("qwen2vl-tiny");
+    lm = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, ...exact, chatTemplate: QWEN25_TEMPLATE });
+  });
+  afterAll(() => lm?.dispose());
+
+  it("parallelToolCalls false: exactly one call, stopReason tool_calls; allowed, the same weights make several", async () => {
+    const ask = { prompt: "What is the weather?", images: [image], tools: [WEATHER_TOOL], toolChoice: "required" as const, ...greedy, maxTokens: 400 };
+    const one = await lm.generate({ ...ask, parallelToolCalls: false });
+    expect(one.stopReason).toBe("tool_calls");
+    expect(one.toolCalls).toHaveLength(1);
+    expectValid(WEATHER_TOOL.function.parameters as object, JSON.parse(one.toolCalls[0]!.function.arguments));
+    const several = await lm.generate({ ...ask, parallelToolCalls: true });
+    expect(several.toolCalls.length).toBeGreaterThan(1);
+    expect(several.toolCalls[0]!.function).toEqual(one.toolCalls[0]!.function);
+  });
+});
+
 describe("logprobs and logitBias on qwen2vl-tiny", () => {
   let lm: MultimodalLM;
   beforeAll(async () => {
@@ -498,13 +521,24 @@ describe("bad structured-output requests on qwen2vl-tiny", () => {
     ]) {
       const error = await rejection(lm.generate({ ...probe, ...request }));
       expect(error.code, JSON.stringify(request)).toBe("E_INVALID_GRAMMAR");
+      expect(error.param).toBe("grammar");
     }
     expect((await lm.generate({ ...probe, maxTokens: 5, grammar: 'root ::= ""' })).text).toBe("");
     expect((await lm.generate({ ...probe, maxTokens: 4 })).usage.completionTokens).toBe(4);
   });
 
-  // Run in a child process: when it fails, it takes the process down (SIGSEGV in llama.cpp's
-  // recursive grammar parser, on the JS thread, from checkGrammar). Reported; not worked around.
+  it("grammars nested up to 1000 groups deep run; deeper ones are refused before llama.cpp parses them", async () => {
+    const nested = (depth: number) => "root ::= " + "(".repeat(depth) + '"a"' + ")".repeat(depth);
+    expect((await lm.generate({ ...probe, maxTokens: 3, grammar: nested(1000) })).text).toBe("a");
+    const error = await rejection(lm.generate({ ...probe, grammar: nested(1001) }));
+    expect(error).toMatchObject({ code: "E_INVALID_GRAMMAR", param: "grammar" });
+    expect(error.message).toMatch(/nests groups 1001 deep; at most 1000/);
+    // Parentheses inside strings and character classes are not groups.
+    expect((await lm.generate({ ...probe, maxTokens: 3, grammar: 'root ::= "' + "(".repeat(2000) + '" | [(]' })).text).toMatch(/^\(/);
+  });
+
+  // Run in a child process: llama.cpp's recursive grammar parser overflows the stack on deep
+  // nesting (SIGSEGV, llama-server too); such grammars are refused before it sees them.
   it("a grammar nested 20000 groups deep is refused or run, without crashing the process", () => {
     const script = path.join(tmp, "deep-grammar.mts");
     fs.writeFileSync(
