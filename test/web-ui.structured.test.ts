@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MultimodalLM } from "../src/multimodal-lm.js";
 import { startServer, type RunningServer } from "../src/server/serve.js";
 import { ensureTestModel } from "../src/test-models/index.js";
+import { WEATHER_TOOL } from "./helpers/tools.js";
 
 // page.waitForFunction callbacks run in Chromium; the tests compile against Node's types.
 declare const document: { querySelectorAll(selector: string): ArrayLike<{ classList: { contains(name: string): boolean } }> };
@@ -145,6 +146,53 @@ describe.skipIf(!executablePath)("the chat page's JSON output and tool calls", (
     // The JSON replies went back into the history as the text they were.
     expect((sent[2]!.messages as Array<{ role: string; content: unknown }>).map((m) => m.role)).toEqual(["user", "assistant", "user", "assistant", "user"]);
     expect(problems).toEqual([]);
+  });
+
+  it("the Tools setting sends tools and tool_choice; a model whose template takes tools answers with a call the page shows", async () => {
+    const files = await ensureTestModel("qwen2vl-tiny");
+    const template = readFileSync(path.join(root, "vendor/llama.cpp/models/templates/mistralai-Mistral-Nemo-Instruct-2407.jinja"), "utf8");
+    const withTools = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, contextSize: 4096, chatTemplate: template });
+    const toolServer = await startServer(withTools, { port: 0 });
+    try {
+      const tools = [WEATHER_TOOL];
+      context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+      page = await context.newPage();
+      const bodies: Array<Record<string, unknown>> = [];
+      page.on("request", (request) => {
+        if (request.url().endsWith("/v1/chat/completions")) bodies.push(JSON.parse(request.postData() ?? "{}") as Record<string, unknown>);
+      });
+      await page.goto(`${toolServer.url}/`);
+      await page.locator("#model-name", { hasText: "qwen2vl-tiny" }).waitFor();
+      await page.click("#settings-toggle");
+      await page.fill("#set-temperature", "0");
+      await page.fill("#set-max-tokens", "300");
+      expect(await page.isVisible("#set-tool-choice")).toBe(false);
+      await page.fill("#set-tools", "{}");
+      expect(await page.textContent("#settings-error")).toMatch(/^The tools must be a JSON array of function tools/);
+      await page.fill("#set-tools", JSON.stringify(tools));
+      expect(await page.textContent("#settings-error")).toBe("");
+      await page.selectOption("#set-tool-choice", "required");
+      await page.click("#settings-close");
+      await page.setInputFiles("#file", sampleImage);
+      await page.fill("#prompt", "What is the weather where this was taken?");
+      await page.press("#prompt", "Enter");
+      await page.waitForFunction(() => {
+        const node = document.querySelectorAll(".message.assistant")[0];
+        return !!node && !node.classList.contains("streaming");
+      });
+      const message = page.locator(".message.assistant").first();
+      expect(bodies[0]).toMatchObject({ tools, tool_choice: "required", temperature: 0, max_tokens: 300 });
+      const name = await message.locator(".tool-call .name").textContent();
+      const args = JSON.parse((await message.locator(".tool-call .arguments").textContent())!) as unknown;
+      expect(name).toBe("get_weather");
+      expect(new Ajv().validate(WEATHER_TOOL.function.parameters as object, args)).toBe(true);
+      expect(await message.locator(".meta").textContent()).toMatch(/ · ended with a tool call$/);
+      await page.screenshot({ path: path.join(root, "test-output", "web-ui", "tool-call-real.png"), fullPage: true });
+    } finally {
+      await context?.close();
+      await toolServer.close();
+      await withTools.dispose();
+    }
   });
 
   it("shows a streamed reply's tool calls as the function's name and its arguments, indented, and keeps them in the history", async () => {

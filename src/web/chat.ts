@@ -51,6 +51,9 @@ interface Settings {
   json: boolean;
   /** The JSON schema the reply must match, as typed; empty: any JSON object. */
   schema: string;
+  /** OpenAI function tools as a JSON array, as typed; empty: none. */
+  tools: string;
+  toolChoice: "auto" | "required" | "none";
 }
 
 interface ServerErrorBody {
@@ -95,6 +98,9 @@ const ui = {
   json: element<HTMLInputElement>("set-json"),
   schemaField: element<HTMLLabelElement>("schema-field"),
   schema: element<HTMLTextAreaElement>("set-schema"),
+  tools: element<HTMLTextAreaElement>("set-tools"),
+  toolChoiceField: element<HTMLLabelElement>("tool-choice-field"),
+  toolChoice: element<HTMLSelectElement>("set-tool-choice"),
   apiKeyField: element<HTMLLabelElement>("api-key-field"),
   apiKey: element<HTMLInputElement>("set-api-key"),
   settingsError: element<HTMLParagraphElement>("settings-error"),
@@ -113,7 +119,7 @@ const ui = {
   dropOverlay: element<HTMLDivElement>("drop-overlay"),
 };
 
-const DEFAULT_SETTINGS: Settings = { temperature: 0.8, maxTokens: null, fps: null, maxFrames: null, system: "", apiKey: "", json: false, schema: "" };
+const DEFAULT_SETTINGS: Settings = { temperature: 0.8, maxTokens: null, fps: null, maxFrames: null, system: "", apiKey: "", json: false, schema: "", tools: "", toolChoice: "auto" };
 
 const state = {
   model: null as ModelObject | null,
@@ -219,6 +225,23 @@ function showSettings(settings: Settings): void {
   ui.json.checked = settings.json;
   ui.schema.value = settings.schema;
   ui.schemaField.hidden = !settings.json;
+  ui.tools.value = settings.tools;
+  ui.toolChoice.value = settings.toolChoice;
+  ui.toolChoiceField.hidden = settings.tools.trim() === "";
+}
+
+/** The tools typed in (a JSON array of function tools), or an error message. */
+function toolsOf(settings: Settings): unknown[] | string {
+  let tools: unknown;
+  try {
+    tools = JSON.parse(settings.tools);
+  } catch (error) {
+    return `The tools are not valid JSON: ${(error as Error).message}.`;
+  }
+  if (!Array.isArray(tools) || tools.some((tool) => typeof tool !== "object" || tool === null || Array.isArray(tool))) {
+    return 'The tools must be a JSON array of function tools, e.g. [{"type": "function", "function": {"name": "crop", "parameters": {...}}}].';
+  }
+  return tools;
 }
 
 /** The response_format for JSON output: any JSON object, or one matching the schema typed in. */
@@ -263,16 +286,23 @@ function currentSettings(): Settings | string {
     apiKey: ui.apiKey.value.trim(),
     json: ui.json.checked,
     schema: ui.schema.value,
+    tools: ui.tools.value,
+    toolChoice: ui.toolChoice.value as Settings["toolChoice"],
   };
   if (settings.json) {
     const format = responseFormat(settings);
     if (typeof format === "string") return format;
+  }
+  if (settings.tools.trim() !== "") {
+    const tools = toolsOf(settings);
+    if (typeof tools === "string") return tools;
   }
   return settings;
 }
 
 function saveSettings(): void {
   ui.schemaField.hidden = !ui.json.checked;
+  ui.toolChoiceField.hidden = ui.tools.value.trim() === "";
   const settings = currentSettings();
   ui.settingsError.textContent = typeof settings === "string" ? settings : "";
   if (typeof settings !== "string") localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings));
@@ -550,6 +580,10 @@ async function send(): Promise<void> {
   if (settings.fps !== null) body.video_fps = settings.fps;
   if (settings.maxFrames !== null) body.video_max_frames = settings.maxFrames;
   if (settings.json) body.response_format = responseFormat(settings);
+  if (settings.tools.trim() !== "") {
+    body.tools = toolsOf(settings);
+    body.tool_choice = settings.toolChoice;
+  }
   const json = JSON.stringify(body);
   const size = new Blob([json]).size;
   if (size > config.maxBodyBytes) {
