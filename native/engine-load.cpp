@@ -20,6 +20,9 @@ struct GgufSummary {
     std::string projector;
     uint32_t contextLength = 0;
     uint32_t imageSize = 0;
+    std::string audioProjector;
+    uint32_t audioWidth = 0;
+    uint32_t stackFactor = 0;
 };
 
 bool readGguf(const std::string& path, GgufSummary& out) {
@@ -40,7 +43,28 @@ bool readGguf(const std::string& path, GgufSummary& out) {
     if (out.projector.empty()) out.projector = str("clip.vision.projector_type");
     out.contextLength = u32(out.architecture + ".context_length");
     out.imageSize = u32("clip.vision.image_size");
+    out.audioProjector = str("clip.audio.projector_type");
+    if (out.audioProjector.empty()) out.audioProjector = out.projector;
+    out.audioWidth = u32("clip.audio.embedding_length");
+    out.stackFactor = u32("clip.audio.projector.stack_factor");
     return true;
+}
+
+// Whether the pinned Whisper path can stack this encoder's frames. build_stack (clip.cpp) pads
+// with GGML_PAD, a bit mask that rounds up correctly only for powers of two, so for some widths
+// it makes one row more than clip_n_output_tokens expects and clip_encode aborts the process
+// ("expected output 187 tokens, got 188", a width of 64 with a stack factor of 8).
+bool audioStackWorks(const GgufSummary& m) {
+    const std::string& type = m.audioProjector;
+    if (type != "ultravox" && type != "voxtral" && type != "meralion") return true;
+    if (m.stackFactor <= 1 || m.audioWidth == 0) return true;
+    const uint64_t frames = 3000;           // one 30 s window of mel frames
+    const uint64_t positions = frames / 2;  // after the stride-2 convolution
+    const uint64_t total = static_cast<uint64_t>(m.audioWidth) * positions;
+    const uint64_t stride = static_cast<uint64_t>(m.audioWidth) * m.stackFactor;
+    const uint64_t rows = ((total + stride - 1) & ~(stride - 1)) / stride;
+    const uint64_t expected = ((frames + m.stackFactor - 1) / m.stackFactor) / 2;
+    return rows == expected;
 }
 
 constexpr uint32_t kDefaultContextCap = 8192;
@@ -84,6 +108,14 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
         throw CodedError("E_MODEL_LOAD", "mmproj " + p.mmproj +
                                              " is a text model (general.architecture = " + projMeta.architecture +
                                              "), not a multimodal projector. Did you swap model and mmproj?");
+    }
+    if (!audioStackWorks(projMeta)) {
+        throw CodedError("E_MODEL_LOAD", "mmproj " + p.mmproj + ": its " + projMeta.audioProjector +
+                                             " audio encoder (width " + std::to_string(projMeta.audioWidth) +
+                                             ", stack factor " + std::to_string(projMeta.stackFactor) +
+                                             ") would abort llama.cpp's Whisper path at the first audio clip "
+                                             "(its frame stacking pads wrongly for this width); this build cannot "
+                                             "run it");
     }
 
     // Progress is shared between the two files by size.
@@ -166,9 +198,8 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
     }
     if (aborted()) throw CodedError("E_ABORTED", "model loading was aborted");
     Projector& projector = *state->projector;
-    if (!projector.vision()) {
-        throw CodedError("E_MODEL_LOAD",
-                         "mmproj " + p.mmproj + " has no vision encoder (audio-only projectors are not supported yet)");
+    if (!projector.vision() && !projector.audio()) {
+        throw CodedError("E_MODEL_LOAD", "mmproj " + p.mmproj + " has neither a vision nor an audio encoder");
     }
 
     const int32_t imageTokens = projector.nonCausalTokens(projMeta.imageSize);
@@ -227,6 +258,7 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
     info.hasChatTemplate = !p.chatTemplate.empty() || llama_model_chat_template(state->model, nullptr) != nullptr;
     info.vision = projector.vision();
     info.audio = projector.audio();
+    info.audioSampleRate = projector.audioSampleRate();
     info.mrope = projector.mrope();
     info.frameMerge = projector.frameMerge();
     info.parallel = params.n_parallel;

@@ -73,6 +73,7 @@ struct ModelInfo {
     bool hasChatTemplate = false;
     bool vision = false;
     bool audio = false;
+    int32_t audioSampleRate = 0;  // what the audio encoder takes, in Hz; 0 without audio
     bool mrope = false;
     int32_t frameMerge = 1;  // 2: consecutive mergeable frames share one chunk (Qwen-VL video)
     int32_t parallel = 1;
@@ -81,11 +82,15 @@ struct ModelInfo {
     double loadMs = 0;
 };
 
-// Decoded RGB pixels; Media never parses files. Empty rgb: a placeholder of that size (counting).
+// Decoded RGB pixels, or an audio clip's mono float PCM at the projector's sample rate; Media
+// never parses files. Empty rgb (pcm): a zero placeholder of that size (counting).
 struct Media {
     std::vector<uint8_t> rgb;
     uint32_t width = 0;
     uint32_t height = 0;
+    bool audio = false;
+    std::vector<float> pcm;
+    uint32_t samples = 0;  // the clip's length, also when pcm is empty
     std::string id;
     bool mergeable = false;  // a video frame that may share a temporal chunk with its neighbour
 };

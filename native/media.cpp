@@ -90,8 +90,8 @@ mtmd::input_chunks_ptr tokenizeItems(mtmd_context* mctx, const std::string& prom
         const size_t first = k;
         std::string content = m->id;
         const Media* next = k + 1 < pieces.size() ? pieces[k + 1].media : nullptr;
-        if (mergeFrames && m->mergeable && next != nullptr && next->mergeable && next->width == m->width &&
-            next->height == m->height) {
+        if (mergeFrames && !m->audio && m->mergeable && next != nullptr && !next->audio && next->mergeable &&
+            next->width == m->width && next->height == m->height) {
             content = m->id.empty() || next->id.empty() ? "" : m->id + "|" + next->id;
             ++k;  // the second frame of the pair: its id is never a chunk's
         }
@@ -111,9 +111,17 @@ mtmd::input_chunks_ptr tokenizeItems(mtmd_context* mctx, const std::string& prom
             continue;
         }
         const Media& m = *piece.media;
-        std::vector<unsigned char> zeros;
-        if (m.rgb.empty()) zeros.assign(static_cast<size_t>(m.width) * m.height * 3, 0);
-        mtmd_bitmap* b = mtmd_bitmap_init(m.width, m.height, m.rgb.empty() ? zeros.data() : m.rgb.data());
+        mtmd_bitmap* b = nullptr;
+        if (m.audio) {
+            std::vector<float> silence;
+            if (m.pcm.empty()) silence.assign(m.samples, 0.0f);
+            const std::vector<float>& pcm = m.pcm.empty() ? silence : m.pcm;
+            b = mtmd_bitmap_init_from_audio(pcm.size(), pcm.data());
+        } else {
+            std::vector<unsigned char> zeros;
+            if (m.rgb.empty()) zeros.assign(static_cast<size_t>(m.width) * m.height * 3, 0);
+            b = mtmd_bitmap_init(m.width, m.height, m.rgb.empty() ? zeros.data() : m.rgb.data());
+        }
         if (!ids[k].empty()) mtmd_bitmap_set_id(b, ids[k].c_str());
         mtmd_bitmap_set_mergeable(b, m.mergeable);
         bitmaps.entries.emplace_back(b);
@@ -229,6 +237,7 @@ Projector::~Projector() {
 
 bool Projector::vision() const { return mtmd_support_vision(ctx_); }
 bool Projector::audio() const { return mtmd_support_audio(ctx_); }
+int32_t Projector::audioSampleRate() const { return audio() ? mtmd_get_audio_sample_rate(ctx_) : 0; }
 bool Projector::mrope() const { return mtmd_decode_use_mrope(ctx_); }
 
 bool Projector::encodeAborted() const {

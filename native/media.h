@@ -73,6 +73,7 @@ class Projector {
 
     bool vision() const;
     bool audio() const;
+    int32_t audioSampleRate() const;
     bool mrope() const;
     const std::string& marker() const { return marker_; }
     // Whether the vision encoder runs on a GPU (its output may differ from the CPU's).

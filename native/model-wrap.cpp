@@ -54,6 +54,17 @@ Media readMedia(const Napi::Object& o) {
     m.height = getUint(o, "height", 0);
     m.id = getString(o, "id");
     m.mergeable = getBool(o, "mergeable", false);
+    Napi::Value pcm = o.Get("pcm");
+    Napi::Value samples = o.Get("samples");
+    if (pcm.IsTypedArray() || samples.IsNumber()) {
+        m.audio = true;
+        if (pcm.IsTypedArray()) {
+            Napi::Float32Array a = pcm.As<Napi::Float32Array>();
+            m.pcm.assign(a.Data(), a.Data() + a.ElementLength());
+        }
+        m.samples = m.pcm.empty() ? getUint(o, "samples", 0) : static_cast<uint32_t>(m.pcm.size());
+        return m;
+    }
     Napi::Value data = o.Get("data");
     if (data.IsTypedArray()) {
         Napi::Uint8Array bytes = data.As<Napi::Uint8Array>();
@@ -390,6 +401,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                 out.Set("hasChatTemplate", mi.hasChatTemplate);
                 out.Set("vision", mi.vision);
                 out.Set("audio", mi.audio);
+                out.Set("audioSampleRate", mi.audioSampleRate);
                 out.Set("mrope", mi.mrope);
                 out.Set("frameMerge", mi.frameMerge);
                 out.Set("parallel", mi.parallel);

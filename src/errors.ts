@@ -22,6 +22,12 @@ export type MultimodalLMErrorCode =
   | "E_VIDEO_TOO_LARGE"
   /** ffmpeg or ffprobe ran past the video's `timeoutMs`. */
   | "E_VIDEO_TIMEOUT"
+  /** The bytes are not readable audio: no audio stream, no samples decoded, empty, truncated or corrupt, or a refused container (playlist, concat list). */
+  | "E_AUDIO_DECODE"
+  /** The audio lasts longer than `maxSeconds` allows; it is refused, never cut. */
+  | "E_AUDIO_TOO_LONG"
+  /** ffmpeg ran past the audio's `timeoutMs`. */
+  | "E_AUDIO_TIMEOUT"
   /** An http(s) download failed: network error, HTTP status, timeout, byte cap or redirect limit. */
   | "E_FETCH"
   /** The server's media policy refused a URL or path: local files outside the allowed directory, domains not allowed, private addresses. */
@@ -103,6 +109,17 @@ export class ImageError extends MultimodalLMError {
 export class VideoError extends MultimodalLMError {
   constructor(
     code: "E_FFMPEG_NOT_FOUND" | "E_VIDEO_DECODE" | "E_VIDEO_TOO_LARGE" | "E_VIDEO_TIMEOUT" | "E_INVALID_DATA_URL",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+  }
+}
+
+/** An audio input could not be read or decoded, is too long, or ffmpeg is missing. */
+export class AudioError extends MultimodalLMError {
+  constructor(
+    code: "E_FFMPEG_NOT_FOUND" | "E_AUDIO_DECODE" | "E_AUDIO_TOO_LONG" | "E_AUDIO_TIMEOUT" | "E_INVALID_DATA_URL",
     message: string,
     options?: { cause?: unknown },
   ) {

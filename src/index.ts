@@ -7,6 +7,7 @@ export type { DeviceCheck, SystemInfo } from "./system.js";
 export type { NativeDevice } from "./native-types.js";
 export {
   AbortError,
+  AudioError,
   ContextOverflowError,
   EngineError,
   FetchError,
@@ -21,8 +22,10 @@ export {
 export { MultimodalLM } from "./multimodal-lm.js";
 export type {
   CallImageOptions,
+  CallAudioOptions,
   CallVideoOptions,
   ChatRequest,
+  DescribeAudioOptions,
   DescribeImageOptions,
   DescribeVideoOptions,
   GenerateRequest,
@@ -42,6 +45,8 @@ export type { DecodedImage, ImageInput, ImageOptions, RawImage } from "./media/i
 export type { FetchLimits } from "./media/fetch.js";
 export { loadVideo, planVideo, planFrames, MAX_VIDEO_FRAMES } from "./media/video.js";
 export type { DecodedVideo, FramePlan, VideoFrame, VideoInfo, VideoInput, VideoOptions, VideoPlan } from "./media/video.js";
+export { loadAudio } from "./media/audio.js";
+export type { AudioInput, AudioOptions, DecodedAudio } from "./media/audio.js";
 export { findFfmpeg } from "./media/ffmpeg.js";
 export type { FfmpegBinaries, FfmpegLocations } from "./media/ffmpeg.js";
 export { createOpenAIHandler } from "./server/handler.js";

@@ -3,6 +3,7 @@
 // /v1/chat/completions both go through parseMessages; media are resolved through a hook (the
 // server passes its media-access policy) and then decoded in order.
 import { MultimodalLMError } from "./errors.js";
+import type { AudioInput } from "./media/audio.js";
 import type { ImageInput } from "./media/image.js";
 import type { VideoInput } from "./media/video.js";
 import { invalidParameter, is } from "./validate.js";
@@ -18,7 +19,13 @@ export type ChatContentPart =
   /** A video by URL: http(s), file://, data:video/...;base64, or a local path. */
   | { type: "video_url"; video_url: string | { url: string } }
   /** A video as a local path, a URL, or the bytes of a video file. */
-  | { type: "video"; video: VideoInput };
+  | { type: "video"; video: VideoInput }
+  /** OpenAI's audio part: base64 bytes of a clip and their format ("wav", "mp3", ...). */
+  | { type: "input_audio"; input_audio: { data: string; format?: string } }
+  /** An audio clip by URL (as vLLM): http(s), file://, data:audio/...;base64, or a local path. */
+  | { type: "audio_url"; audio_url: string | { url: string } }
+  /** An audio clip as a local path, a URL, or the bytes of an audio (or video) file. */
+  | { type: "audio"; audio: AudioInput };
 
 /** A call the model made, as OpenAI returns it (and as it goes back into the history). */
 export interface ToolCall {
@@ -41,17 +48,16 @@ export interface ChatMessage {
 }
 
 const ROLES: readonly ChatRole[] = ["system", "user", "assistant", "developer", "tool"];
-const PART_TYPES = ["text", "image_url", "image", "video_url", "video"] as const;
+const PART_TYPES = ["text", "image_url", "image", "video_url", "video", "input_audio", "audio_url", "audio"] as const;
 const UNSUPPORTED_PARTS: Record<string, string> = {
-  input_audio: "input_audio content parts are not supported: this model server takes text, images and videos.",
-  audio_url: "audio_url content parts are not supported: this model server takes text, images and videos.",
-  time_series_url: "time_series_url content parts are not supported: this model server takes text, images and videos.",
+  time_series_url: "time_series_url content parts are not supported: this library takes text, images, videos and audio.",
 };
+const AUDIO_FORMAT = /^[a-z0-9]{1,16}$/;
 
 /** One media item of a conversation, in the order of its marker. */
 export interface MediaRef {
-  type: "image" | "video";
-  input: ImageInput | VideoInput;
+  type: "image" | "video" | "audio";
+  input: ImageInput | VideoInput | AudioInput;
   /** Where it is in the request, e.g. `messages[0].content[1].image_url`. */
   param: string;
 }
@@ -74,7 +80,10 @@ export interface ParsedChat {
  * Resolves one media reference before it is decoded: returns what to load instead (e.g. the
  * bytes of a URL it fetched under a policy), or throws to refuse it.
  */
-export type MediaResolver = (ref: MediaRef, signal: AbortSignal | undefined) => Promise<ImageInput | VideoInput> | ImageInput | VideoInput;
+export type MediaResolver = (
+  ref: MediaRef,
+  signal: AbortSignal | undefined,
+) => Promise<ImageInput | VideoInput | AudioInput> | ImageInput | VideoInput | AudioInput;
 
 function urlOf(value: unknown, param: string): string {
   const url = is.string(value) ? value : is.object(value) ? value.url : undefined;
@@ -144,7 +153,7 @@ export function parseMessages(messages: unknown, marker: string): ParsedChat {
     parsed.content = content.map((part: unknown, j) => {
       const at = `${where}.content[${j}]`;
       if (!is.object(part) || !is.string(part.type)) throw invalidParameter(at, "a content part with a type", part);
-      const mediaPart = (type: "image" | "video", input: ImageInput | VideoInput, param: string) => {
+      const mediaPart = (type: MediaRef["type"], input: MediaRef["input"], param: string) => {
         media.push({ type, input, param });
         return { type: "media_marker" as const, text: marker };
       };
@@ -166,6 +175,23 @@ export function parseMessages(messages: unknown, marker: string): ParsedChat {
             throw invalidParameter(`${at}.video`, "a path, a URL or a Buffer", part.video);
           }
           return mediaPart("video", part.video as VideoInput, `${at}.video`);
+        case "audio_url":
+          return mediaPart("audio", urlOf(part.audio_url, `${at}.audio_url`), `${at}.audio_url`);
+        case "audio":
+          if (part.audio === undefined || part.audio === null || part.audio === "") {
+            throw invalidParameter(`${at}.audio`, "a path, a URL or a Buffer", part.audio);
+          }
+          return mediaPart("audio", part.audio as AudioInput, `${at}.audio`);
+        case "input_audio": {
+          // OpenAI's shape: base64 bytes and their format; read as a data: URL (checked strictly there).
+          const value = part.input_audio;
+          if (!is.object(value) || !is.string(value.data) || value.data.length === 0) {
+            throw invalidParameter(`${at}.input_audio`, '{ data: "<base64>", format: "wav" | "mp3" | ... }', value);
+          }
+          const format = value.format === undefined || value.format === null ? "wav" : value.format;
+          if (!is.string(format) || !AUDIO_FORMAT.test(format)) throw invalidParameter(`${at}.input_audio.format`, 'an audio format such as "wav" or "mp3"', format);
+          return mediaPart("audio", `data:audio/${format};base64,${value.data}`, `${at}.input_audio`);
+        }
         default: {
           const refusal = UNSUPPORTED_PARTS[part.type];
           if (refusal) throw new MultimodalLMError("E_INVALID_ARGUMENT", refusal, { param: `${at}.type` });

@@ -14,6 +14,7 @@ import {
   StateError,
   type MultimodalLMErrorCode,
 } from "./errors.js";
+import { AUDIO_OPTION_KEYS, loadAudio, validateAudioOptions, type AudioInput, type AudioOptions, type DecodedAudio } from "./media/audio.js";
 import { imageSize, loadImage, validateImageOptions, type DecodedImage, type ImageInput, type ImageOptions } from "./media/image.js";
 import {
   loadVideo,
@@ -57,6 +58,9 @@ export type CallImageOptions = Omit<ImageOptions, "signal">;
 /** Per-call video options: sampling, frame budget, limits, timestamps (the signal is the call's own). */
 export type CallVideoOptions = Omit<VideoOptions, "signal">;
 
+/** Per-call audio options: maxSeconds, timeout, fetch limits (the signal is the call's own). */
+export type CallAudioOptions = Omit<AudioOptions, "signal">;
+
 export interface GenerateRequest extends SamplingOptions, StructuredOptions {
   /**
    * One user turn. Without media markers, the images and then the videos go before the text
@@ -65,12 +69,16 @@ export interface GenerateRequest extends SamplingOptions, StructuredOptions {
   prompt: string;
   images?: ImageInput[];
   videos?: VideoInput[];
+  /** Audio clips (a path, URL, data: URL or the bytes of any file ffmpeg reads); markers take them after the images and videos. */
+  audios?: AudioInput[];
   /** Skip the chat template: the prompt is tokenized as given (with BOS if the model wants one). */
   raw?: boolean;
   /** Image options for this call, over the model's defaults. */
   image?: CallImageOptions;
   /** Video options for this call, over the model's defaults. */
   video?: CallVideoOptions;
+  /** Audio options for this call, over the model's defaults. */
+  audio?: CallAudioOptions;
 }
 
 export interface ChatRequest extends SamplingOptions, StructuredOptions {
@@ -83,12 +91,18 @@ export interface ChatRequest extends SamplingOptions, StructuredOptions {
   resolveMedia?: MediaResolver;
   image?: CallImageOptions;
   video?: CallVideoOptions;
+  audio?: CallAudioOptions;
 }
 
 export interface DescribeImageOptions extends SamplingOptions {
   /** The question. Default "Describe this image." */
   prompt?: string;
   image?: CallImageOptions;
+}
+
+/** describeAudio's options: the question (default "Transcribe this audio."), sampling, and the audio options, all in one object. */
+export interface DescribeAudioOptions extends SamplingOptions, CallAudioOptions {
+  prompt?: string;
 }
 
 /** describeVideo's options: the question, sampling, and the video options, all in one object. */
@@ -216,8 +230,9 @@ function trackForExit(native: NativeModel): WeakRef<NativeModel> {
 }
 const DEFAULT_PROMPT = "Describe this image.";
 const DEFAULT_VIDEO_PROMPT = "Describe this video.";
-const GENERATE_KEYS = ["prompt", "images", "videos", "raw", "image", "video", ...SAMPLING_KEYS, ...STRUCTURED_KEYS] as const;
-const CHAT_KEYS = ["messages", "image", "video", "resolveMedia", ...SAMPLING_KEYS, ...STRUCTURED_KEYS] as const;
+const GENERATE_KEYS = ["prompt", "images", "videos", "audios", "raw", "image", "video", "audio", ...SAMPLING_KEYS, ...STRUCTURED_KEYS] as const;
+const CHAT_KEYS = ["messages", "image", "video", "audio", "resolveMedia", ...SAMPLING_KEYS, ...STRUCTURED_KEYS] as const;
+const DEFAULT_AUDIO_PROMPT = "Transcribe this audio.";
 const DESCRIBE_KEYS = ["prompt", "image", ...SAMPLING_KEYS] as const;
 const VIDEO_CALL_KEYS = VIDEO_OPTION_KEYS.filter((key) => key !== "signal");
 
@@ -294,12 +309,13 @@ function countOccurrences(text: string, marker: string): number {
   return n;
 }
 
-function mismatch(markers: number, images: number, videos: number, marker: string): MediaMismatchError {
+function mismatch(markers: number, images: number, videos: number, marker: string, audios = 0): MediaMismatchError {
   const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
-  const given = videos === 0 ? plural(images, "image") : images === 0 ? plural(videos, "video") : `${plural(images, "image")} and ${plural(videos, "video")}`;
+  const counts = [plural(images, "image"), plural(videos, "video"), plural(audios, "audio clip")].filter((text, i) => [images, videos, audios][i]! > 0);
+  const given = counts.length === 0 ? plural(0, "image") : counts.length === 1 ? counts[0]! : `${counts.slice(0, -1).join(", ")} and ${counts.at(-1)}`;
   return new MediaMismatchError(
-    `The prompt has ${plural(markers, "media marker")} (${marker}) but ${given} ${images + videos === 1 ? "was" : "were"} given. ` +
-      "Put one marker where each image or video goes, or none to put them all before the text.",
+    `The prompt has ${plural(markers, "media marker")} (${marker}) but ${given} ${images + videos + audios === 1 ? "was" : "were"} given. ` +
+      "Put one marker where each image, video or audio clip goes, or none to put them all before the text.",
   );
 }
 
@@ -443,6 +459,25 @@ export class MultimodalLM implements AsyncDisposable {
   }
 
   /**
+   * Describes (by default, transcribes) one audio clip; `options.prompt` asks something else.
+   * Takes the sampling options and the audio options (maxSeconds, timeoutMs, ...) in one object. Resolves to the text.
+   */
+  async describeAudio(audio: AudioInput, options: DescribeAudioOptions = {}): Promise<string> {
+    if (!is.object(options)) throw invalidParameter("options", "an object", options);
+    const audioKeys = AUDIO_OPTION_KEYS.filter((key) => key !== "signal");
+    rejectUnknownKeys("describeAudio()", options, ["prompt", ...SAMPLING_KEYS, ...audioKeys]);
+    const { prompt = DEFAULT_AUDIO_PROMPT } = options;
+    if (!is.string(prompt)) throw invalidParameter("prompt", "a string", prompt);
+    const sampling: Record<string, unknown> = {};
+    const audioOptions: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(options)) {
+      if ((SAMPLING_KEYS as readonly string[]).includes(key)) sampling[key] = value;
+      else if (key !== "prompt") audioOptions[key] = value;
+    }
+    return (await this.generate({ ...sampling, prompt, audios: [audio], audio: audioOptions as CallAudioOptions })).text;
+  }
+
+  /**
    * Describes one video; `options.prompt` asks something else. Takes the sampling options and
    * the video options (fps, maxFrames, numFrames, start, end, ...) in one object. Resolves to the text.
    */
@@ -483,14 +518,25 @@ export class MultimodalLM implements AsyncDisposable {
   async countTokens(
     prompt: string,
     images: ImageInput[] = [],
-    options: { raw?: boolean; signal?: AbortSignal; image?: CallImageOptions; videos?: VideoInput[]; video?: CallVideoOptions } = {},
+    options: {
+      raw?: boolean;
+      signal?: AbortSignal;
+      image?: CallImageOptions;
+      videos?: VideoInput[];
+      video?: CallVideoOptions;
+      audios?: AudioInput[];
+      audio?: CallAudioOptions;
+    } = {},
   ): Promise<TokenCount> {
     const native = this.loadedNative();
-    rejectUnknownKeys("countTokens()", options, ["raw", "signal", "image", "videos", "video"]);
+    rejectUnknownKeys("countTokens()", options, ["raw", "signal", "image", "videos", "video", "audios", "audio"]);
     const signal = optionalSignal("signal", options.signal);
     const raw = optionalBoolean("raw", options.raw, false);
     const videos = options.videos ?? [];
-    const content = this.userContent(prompt, images, videos);
+    const audios = options.audios ?? [];
+    const content = this.userContent(prompt, images, videos, audios);
+    this.checkMediaKinds([...images.map(() => ({ type: "image" as const })), ...videos.map(() => ({ type: "video" as const })), ...audios.map(() => ({ type: "audio" as const }))]);
+    const audio = audios.length > 0 ? this.audioOptions(options.audio, signal) : undefined;
     const text = raw ? content : this.applyChat(native, [{ role: "user", content }], { toolChoice: "auto", parse: false }).prompt;
     const imageOptions = this.imageOptions(options.image, signal);
     const video = this.videoOptions(options.video, signal);
@@ -502,6 +548,8 @@ export class MultimodalLM implements AsyncDisposable {
         const frame = { width: plan.width, height: plan.height, mergeable: true };
         return { segments: this.videoSegments(plan.timestamps.map((timestamp) => ({ ...frame, timestamp })), video.layout) };
       }),
+      // Audio is decoded (its length in samples decides its tokens) but not encoded.
+      ...audios.map(async (input) => ({ samples: (await loadAudio(input, this.loaded().audioSampleRate, audio)).samples })),
     ]);
     return this.call(signal, (id) => native.countTokens(id, text, items, true, () => {}));
   }
@@ -647,16 +695,19 @@ export class MultimodalLM implements AsyncDisposable {
 
   private async loadMedia(
     media: MediaRef[],
-    options: { image?: CallImageOptions; video?: CallVideoOptions },
+    options: { image?: CallImageOptions; video?: CallVideoOptions; audio?: CallAudioOptions },
     signal: AbortSignal | undefined,
   ): Promise<{ items: NativeMediaItem[]; videos: GenerateResult["videos"] }> {
     const imageOptions = this.imageOptions(options.image, signal);
     const video = this.videoOptions(options.video, signal);
-    const pairs = this.loaded().frameMerge > 1;
+    const audio = media.some((ref) => ref.type === "audio") ? this.audioOptions(options.audio, signal) : undefined;
+    const { frameMerge, audioSampleRate } = this.loaded();
+    this.checkMediaKinds(media);
     const loaded = await Promise.all(
-      media.map(async (ref): Promise<DecodedImage | DecodedVideo> => {
+      media.map(async (ref): Promise<DecodedImage | DecodedVideo | DecodedAudio> => {
         try {
-          return await (ref.type === "image" ? loadImage(ref.input as ImageInput, imageOptions) : loadVideo(ref.input as VideoInput, video.options, { pairs }));
+          if (ref.type === "audio") return await loadAudio(ref.input as AudioInput, audioSampleRate, audio);
+          return await (ref.type === "image" ? loadImage(ref.input as ImageInput, imageOptions) : loadVideo(ref.input as VideoInput, video.options, { pairs: frameMerge > 1 }));
         } catch (error) {
           throw ref.param.startsWith("messages[") ? atPart(error, ref.param) : error;
         }
@@ -664,6 +715,7 @@ export class MultimodalLM implements AsyncDisposable {
     );
     const videos: GenerateResult["videos"] = [];
     const items = loaded.map((item): NativeMediaItem => {
+      if ("pcm" in item) return { pcm: item.pcm, id: item.id };
       if (!("frames" in item)) return item;
       const first = item.frames[0]!;
       videos.push({
@@ -677,6 +729,26 @@ export class MultimodalLM implements AsyncDisposable {
       return { segments: this.videoSegments(frames, video.layout) as Array<string | NativeMedia> };
     });
     return { items, videos };
+  }
+
+  /** The media a model can take: images and videos need a vision encoder, audio an audio one. */
+  private checkMediaKinds(media: Array<{ type: MediaRef["type"]; param?: string }>): void {
+    const { vision, audio } = this.loaded();
+    for (const ref of media) {
+      const can = ref.type === "audio" ? audio : vision;
+      if (can) continue;
+      const what = ref.type === "audio" ? "audio" : ref.type === "image" ? "images" : "videos";
+      const has = vision ? "vision (images and video) only" : audio ? "audio only" : "no media";
+      throw new MultimodalLMError("E_INVALID_ARGUMENT", `This model's projector takes ${has}, so it cannot read ${what}${ref.param ? ` (${ref.param})` : ""}. Load a projector that supports ${what}.`, {
+        ...(ref.param ? { param: ref.param } : {}),
+      });
+    }
+  }
+
+  private audioOptions(call: CallAudioOptions | undefined, signal: AbortSignal | undefined): AudioOptions {
+    if (call !== undefined && is.object(call) && "signal" in call) throw invalidParameter("audio.signal", "no signal here (pass signal to the call)", call.signal);
+    validateAudioOptions(call, "audio");
+    return { ...this.options.audio, ...call, ...(signal ? { signal } : {}) };
   }
 
   private async loadImages(images: ImageInput[], call: CallImageOptions | undefined, signal: AbortSignal | undefined): Promise<DecodedImage[]> {
@@ -726,14 +798,15 @@ export class MultimodalLM implements AsyncDisposable {
   }
 
   /** One user turn's content: markers before the text when it has none (the chat template comes later). */
-  private userContent(prompt: unknown, images: unknown, videos: unknown): string {
+  private userContent(prompt: unknown, images: unknown, videos: unknown, audios: unknown = []): string {
     if (!is.string(prompt)) throw invalidParameter("prompt", "a string", prompt);
     if (!Array.isArray(images)) throw invalidParameter("images", "an array of images", images);
     if (!Array.isArray(videos)) throw invalidParameter("videos", "an array of videos", videos);
+    if (!Array.isArray(audios)) throw invalidParameter("audios", "an array of audio clips", audios);
     const marker = this.loaded().marker;
     const markers = countOccurrences(prompt, marker);
-    const count = images.length + videos.length;
-    if (markers > 0 && markers !== count) throw mismatch(markers, images.length, videos.length, marker);
+    const count = images.length + videos.length + audios.length;
+    if (markers > 0 && markers !== count) throw mismatch(markers, images.length, videos.length, marker, audios.length);
     return markers === 0 ? marker.repeat(count) + prompt : prompt;
   }
 
@@ -744,10 +817,12 @@ export class MultimodalLM implements AsyncDisposable {
     const raw = optionalBoolean("raw", request.raw, false);
     const images = request.images ?? [];
     const videos = request.videos ?? [];
-    const content = this.userContent(request.prompt, images, videos);
+    const audios = request.audios ?? [];
+    const content = this.userContent(request.prompt, images, videos, audios);
     const media: MediaRef[] = [
       ...images.map((input, i): MediaRef => ({ type: "image", input, param: `images[${i}]` })),
       ...videos.map((input, i): MediaRef => ({ type: "video", input, param: `videos[${i}]` })),
+      ...(Array.isArray(audios) ? audios : []).map((input, i): MediaRef => ({ type: "audio", input, param: `audios[${i}]` })),
     ];
     const plan = planOutput(request, grammarChecks(native));
     if (!raw) return this.execute(this.applyChat(native, [{ role: "user", content }], plan), plan, media, request, push);
@@ -768,7 +843,8 @@ export class MultimodalLM implements AsyncDisposable {
     const markers = countOccurrences(params.prompt, marker);
     if (markers !== parsed.media.length) {
       const videos = parsed.media.filter((m) => m.type === "video").length;
-      throw mismatch(markers, parsed.media.length - videos, videos, marker);
+      const audios = parsed.media.filter((m) => m.type === "audio").length;
+      throw mismatch(markers, parsed.media.length - videos - audios, videos, marker, audios);
     }
     if (request.resolveMedia !== undefined && !is.fn(request.resolveMedia)) throw invalidParameter("resolveMedia", "a function", request.resolveMedia);
     const signal = optionalSignal("signal", request.signal);
@@ -784,7 +860,7 @@ export class MultimodalLM implements AsyncDisposable {
     input: string | NativeChatParams,
     plan: OutputPlan,
     media: MediaRef[],
-    options: SamplingOptions & { image?: CallImageOptions; video?: CallVideoOptions },
+    options: SamplingOptions & { image?: CallImageOptions; video?: CallVideoOptions; audio?: CallAudioOptions },
     push: (event: StreamEvent) => void,
   ): Promise<GenerateResult> {
     const started = performance.now();

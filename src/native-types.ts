@@ -79,6 +79,8 @@ export interface NativeModelInfo {
   hasChatTemplate: boolean;
   vision: boolean;
   audio: boolean;
+  /** The sample rate the audio encoder takes (Hz); 0 without audio. */
+  audioSampleRate: number;
   mrope: boolean;
   /** 2 when consecutive video frames are merged in pairs into one chunk (Qwen-VL); otherwise 1. */
   frameMerge: number;
@@ -101,12 +103,20 @@ export interface NativeMedia {
   mergeable?: boolean;
 }
 
-/** What one media marker stands for: an image, or a video's text segments and frames in order. */
-export type NativeMediaItem = NativeMedia | { segments: Array<string | NativeMedia> };
+/** An audio clip: mono float PCM at the projector's sample rate, and its content id. */
+export interface NativeAudio {
+  pcm: Float32Array;
+  id: string;
+}
+
+/** What one media marker stands for: an image, an audio clip, or a video's text segments and frames in order. */
+export type NativeMediaItem = NativeMedia | NativeAudio | { segments: Array<string | NativeMedia> };
 
 /** For counting: sizes only, the pixels are never read. */
 export type NativeMediaSizeItem =
   | { width: number; height: number }
+  /** An audio clip of this many samples. */
+  | { samples: number }
   | { segments: Array<string | { width: number; height: number; mergeable?: boolean }> };
 
 export interface NativeGenerateRequest {

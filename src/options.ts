@@ -1,5 +1,6 @@
 // Validation and defaults for MultimodalLM's options. Native code trusts what leaves here.
 import { validateImageOptions, type ImageOptions } from "./media/image.js";
+import { validateAudioOptions, type AudioOptions } from "./media/audio.js";
 import { validateVideoOptions, type VideoOptions } from "./media/video.js";
 import type { NativeGenerateRequest, NativeLoadOptions } from "./native-types.js";
 import { MultimodalLMError } from "./errors.js";
@@ -68,6 +69,8 @@ export interface LoadOptions {
   image?: Omit<ImageOptions, "signal">;
   /** Defaults for every video this model reads (sampling, frame budget, ffmpeg path, limits, timestamps). */
   video?: Omit<VideoOptions, "signal">;
+  /** Defaults for every audio clip this model reads (maxSeconds, timeout, ffmpeg path, fetch limits). */
+  audio?: Omit<AudioOptions, "signal">;
   /** Log level. Default "none", or the MULTIMODAL_LM_LOG environment variable (1 = "info"). */
   logLevel?: LogLevel;
   /** Where log lines go. Default: stderr, prefixed with [multimodal-lm]. */
@@ -96,6 +99,7 @@ const LOAD_KEYS = [
   "reusePrefix",
   "image",
   "video",
+  "audio",
   "logLevel",
   "logger",
   "onProgress",
@@ -126,6 +130,7 @@ export interface ResolvedLoadOptions {
   signal: AbortSignal | undefined;
   image: Omit<ImageOptions, "signal">;
   video: Omit<VideoOptions, "signal">;
+  audio: Omit<AudioOptions, "signal">;
 }
 
 export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = process.env): ResolvedLoadOptions {
@@ -167,6 +172,10 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
     throw invalidParameter("video.signal", "no signal here (pass signal to each call)", o.video.signal);
   }
   validateVideoOptions(o.video, "video");
+  if (o.audio !== undefined && is.object(o.audio) && "signal" in o.audio) {
+    throw invalidParameter("audio.signal", "no signal here (pass signal to each call)", o.audio.signal);
+  }
+  validateAudioOptions(o.audio, "audio");
 
   return {
     native: {
@@ -192,6 +201,7 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
     signal: optionalSignal("signal", o.signal),
     image: (o.image ?? {}) as Omit<ImageOptions, "signal">,
     video: (o.video ?? {}) as Omit<VideoOptions, "signal">,
+    audio: (o.audio ?? {}) as Omit<AudioOptions, "signal">,
   };
 }
 

@@ -132,6 +132,8 @@ describe("local media", () => {
     const real = fs.realpathSync(path.join(allowed, "clip.mp4"));
     expect(await access.resolve("clip.mp4", "video")).toBe(real);
     expect(await access.resolve(pathToFileURL(path.join(allowed, "clip.mp4")).href, "video")).toBe(real);
+    // Audio, like video, is read by ffmpeg from the vetted path.
+    expect(await access.resolve("clip.mp4", "audio")).toBe(real);
   });
 
   it("refuses ../ traversal in plain paths and file: URLs, including %2e%2e", async () => {
@@ -289,7 +291,7 @@ describe("references", () => {
     const access = media();
     expect((await caught(access.resolve("", "image"))).message).toBe('Expected a non-empty string for ref but received "" of type string');
     expect((await caught(access.resolve(42 as never, "image"))).message).toBe("Expected a non-empty string for ref but received 42 of type number");
-    expect((await caught(access.resolve("a.png", "audio" as never))).message).toBe('Expected "image" or "video" for kind but received "audio" of type string');
+    expect((await caught(access.resolve("a.png", "time_series" as never))).message).toBe('Expected "image", "video" or "audio" for kind but received "time_series" of type string');
     expect((await caught(access.resolve("a.png", "image", "stop" as never))).code).toBe("E_INVALID_ARGUMENT");
     const reason = new Error("gone");
     const aborted = await caught(access.resolve("data:,x", "image", AbortSignal.abort(reason)));

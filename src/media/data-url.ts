@@ -1,6 +1,6 @@
 // Strict base64 data: URL decoding. Buffer.from(s, "base64") skips characters it does not know,
 // so junk would decode to a shorter, silently wrong file; here it is an error instead.
-import { ImageError, VideoError } from "../errors.js";
+import { AudioError, ImageError, VideoError } from "../errors.js";
 
 // One alphabet per payload, no whitespace, optional padding.
 const BASE64_STANDARD = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -8,11 +8,12 @@ const BASE64_URL_SAFE = /^[A-Za-z0-9_-]*={0,2}$/;
 
 /**
  * Decodes `data:[<mediatype>][;params];base64,<payload>`. The media type is returned, not
- * checked: callers sniff the bytes. Throws E_INVALID_DATA_URL (`ImageError`, or `VideoError` for kind "video").
+ * checked: callers sniff the bytes. Throws E_INVALID_DATA_URL (`ImageError`, `VideoError` or `AudioError` after `kind`).
  */
-export function decodeDataUrl(url: string, kind: "image" | "video" = "image"): { mediaType: string; bytes: Buffer } {
+export function decodeDataUrl(url: string, kind: "image" | "video" | "audio" = "image"): { mediaType: string; bytes: Buffer } {
   const invalid = (why: string) => {
     const message = `Invalid data: URL (${why}). Expected data:${kind}/<type>;base64,<base64 payload>.`;
+    if (kind === "audio") return new AudioError("E_INVALID_DATA_URL", message);
     return kind === "image" ? new ImageError("E_INVALID_DATA_URL", message) : new VideoError("E_INVALID_DATA_URL", message);
   };
   const comma = url.indexOf(",");

@@ -5,7 +5,7 @@ import { accessSync, constants, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { delimiter, dirname, join } from "node:path";
 
-import { AbortError, VideoError } from "../errors.js";
+import { AbortError, AudioError, VideoError } from "../errors.js";
 
 export interface FfmpegBinaries {
   ffmpeg: string;
@@ -19,6 +19,60 @@ export interface FfmpegLocations {
   ffmpeg?: string;
   /** Path of the ffprobe binary. Default: next to ffmpeg, then MULTIMODAL_LM_FFPROBE, ffprobe-static, PATH. */
   ffprobe?: string;
+}
+
+/** What a tool run is reading, for its errors' class, code and wording. */
+export type ToolMedia = "video" | "audio";
+
+/** `VideoError` or `AudioError` with the kind's code: E_FFMPEG_NOT_FOUND, E_*_DECODE or E_*_TIMEOUT. */
+export function mediaError(media: ToolMedia, what: "notFound" | "decode" | "timeout", message: string, options?: { cause?: unknown }): VideoError | AudioError {
+  if (media === "audio") {
+    const code = what === "notFound" ? "E_FFMPEG_NOT_FOUND" : what === "decode" ? "E_AUDIO_DECODE" : "E_AUDIO_TIMEOUT";
+    return new AudioError(code, message, options);
+  }
+  const code = what === "notFound" ? "E_FFMPEG_NOT_FOUND" : what === "decode" ? "E_VIDEO_DECODE" : "E_VIDEO_TIMEOUT";
+  return new VideoError(code, message, options);
+}
+
+// Demuxers for plain containers and raw streams. Anything that can open other files or URLs
+// (hls, dash, concat, image2 sequences, tee...) is not here, so ffmpeg refuses it.
+export const DEMUXER_WHITELIST = [
+  "mov",
+  "matroska",
+  "avi",
+  "mpegts",
+  "mpeg",
+  "flv",
+  "ogg",
+  "asf",
+  "gif",
+  "ivf",
+  "h264",
+  "hevc",
+  "m4v",
+  "mjpeg",
+  "yuv4mpegpipe",
+  "wav",
+  "mp3",
+  "aac",
+  "flac",
+].join(",");
+/** Every input opened by ffprobe/ffmpeg: local files only, no playlists or nested URLs. */
+export const INPUT_GUARDS = ["-protocol_whitelist", "file", "-format_whitelist", DEMUXER_WHITELIST];
+
+/** The last meaningful lines of ffmpeg's error output, without their "[demuxer @ 0x...]" prefix or the whitelist. */
+export function ffmpegReason(stderr: string): string {
+  const lines = stderr
+    .split(/\r?\n/)
+    .map((line) =>
+      line
+        .replace(/^\[[^\]]*@ ?0x[0-9a-f]+\]\s*/i, "")
+        // The whole whitelist says nothing useful; the format ffmpeg detected is simply not allowed.
+        .replace(/Format not on whitelist '[^']*'/, "format not allowed")
+        .trim(),
+    )
+    .filter(Boolean);
+  return lines.length ? lines.slice(-3).join("; ") : "no error message";
 }
 
 const EXE = process.platform === "win32" ? ".exe" : "";
@@ -54,10 +108,19 @@ function fromPackage(name: string): string | undefined {
   }
 }
 
-const FFMPEG_FIXES =
-  "Fix it one of four ways: pass the path as the ffmpeg option (video: { ffmpeg: '/path/to/ffmpeg' }), " +
-  "set MULTIMODAL_LM_FFMPEG=/path/to/ffmpeg, run `npm install ffmpeg-static`, " +
-  "or install ffmpeg on PATH (Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg).";
+// How to pass ffmpeg's path as an option, per media kind (video's option is `ffmpeg`, audio's `ffmpegPath`).
+const FFMPEG_OPTION: Record<ToolMedia, string> = {
+  video: "the ffmpeg option (video: { ffmpeg: '/path/to/ffmpeg' })",
+  audio: "the ffmpegPath option (audio: { ffmpegPath: '/path/to/ffmpeg' })",
+};
+
+function ffmpegFixes(media: ToolMedia): string {
+  return (
+    `Fix it one of four ways: pass the path as ${FFMPEG_OPTION[media]}, ` +
+    "set MULTIMODAL_LM_FFMPEG=/path/to/ffmpeg, run `npm install ffmpeg-static`, " +
+    "or install ffmpeg on PATH (Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg)."
+  );
+}
 
 const FFPROBE_FIXES =
   "Fix it one of four ways: pass the path as the ffprobe option (video: { ffprobe: '/path/to/ffprobe' }), " +
@@ -65,34 +128,40 @@ const FFPROBE_FIXES =
   "or install ffmpeg on PATH, which brings ffprobe (Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg).";
 
 /**
- * Finds ffmpeg: the explicit option, then MULTIMODAL_LM_FFMPEG, then the ffmpeg-static package
- * (only if its binary is really there), then PATH. ffprobe: the explicit option, then
- * MULTIMODAL_LM_FFPROBE, then next to ffmpeg, then ffprobe-static, then PATH.
+ * Finds ffmpeg alone (audio needs no ffprobe): the explicit option, then MULTIMODAL_LM_FFMPEG,
+ * then the ffmpeg-static package (only if its binary is really there), then PATH. Throws
+ * E_FFMPEG_NOT_FOUND, as a `VideoError` or an `AudioError` after `media`.
+ */
+export function findFfmpegBinary(
+  ffmpeg: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  media: ToolMedia = "video",
+): Pick<FfmpegBinaries, "ffmpeg" | "source"> {
+  let found: string | undefined;
+  const explicit = (path: string, where: string): string => {
+    if (isExecutable(path)) return path;
+    throw mediaError(media, "notFound", `${where} is ${path}, which is not an executable file. ${ffmpegFixes(media)}`);
+  };
+  if (ffmpeg !== undefined) return { ffmpeg: explicit(ffmpeg, media === "audio" ? "The ffmpegPath option" : "The ffmpeg option"), source: "option" };
+  if (env.MULTIMODAL_LM_FFMPEG) return { ffmpeg: explicit(env.MULTIMODAL_LM_FFMPEG, "MULTIMODAL_LM_FFMPEG"), source: "MULTIMODAL_LM_FFMPEG" };
+  if ((found = fromPackage("ffmpeg-static"))) return { ffmpeg: found, source: "ffmpeg-static" };
+  if ((found = onPath("ffmpeg", env))) return { ffmpeg: found, source: "PATH" };
+  throw mediaError(media, "notFound", `Reading ${media} needs ffmpeg, and none was found. ${ffmpegFixes(media)}`);
+}
+
+/**
+ * Finds ffmpeg (see findFfmpegBinary for the search order) and ffprobe: the explicit option,
+ * then MULTIMODAL_LM_FFPROBE, then next to ffmpeg, then ffprobe-static, then PATH.
  */
 export function findFfmpeg(locations: FfmpegLocations = {}, env: NodeJS.ProcessEnv = process.env): FfmpegBinaries {
-  let ffmpeg: string | undefined;
-  let source: FfmpegBinaries["source"];
-  const explicit = (path: string, where: string, fixes: string): string => {
+  const { ffmpeg, source } = findFfmpegBinary(locations.ffmpeg, env, "video");
+  const explicit = (path: string, where: string): string => {
     if (isExecutable(path)) return path;
-    throw new VideoError("E_FFMPEG_NOT_FOUND", `${where} is ${path}, which is not an executable file. ${fixes}`);
+    throw new VideoError("E_FFMPEG_NOT_FOUND", `${where} is ${path}, which is not an executable file. ${FFPROBE_FIXES}`);
   };
-  if (locations.ffmpeg !== undefined) {
-    ffmpeg = explicit(locations.ffmpeg, "The ffmpeg option", FFMPEG_FIXES);
-    source = "option";
-  } else if (env.MULTIMODAL_LM_FFMPEG) {
-    ffmpeg = explicit(env.MULTIMODAL_LM_FFMPEG, "MULTIMODAL_LM_FFMPEG", FFMPEG_FIXES);
-    source = "MULTIMODAL_LM_FFMPEG";
-  } else if ((ffmpeg = fromPackage("ffmpeg-static"))) {
-    source = "ffmpeg-static";
-  } else if ((ffmpeg = onPath("ffmpeg", env))) {
-    source = "PATH";
-  } else {
-    throw new VideoError("E_FFMPEG_NOT_FOUND", `Reading video needs ffmpeg, and none was found. ${FFMPEG_FIXES}`);
-  }
-
   let ffprobe: string | undefined;
-  if (locations.ffprobe !== undefined) ffprobe = explicit(locations.ffprobe, "The ffprobe option", FFPROBE_FIXES);
-  else if (env.MULTIMODAL_LM_FFPROBE) ffprobe = explicit(env.MULTIMODAL_LM_FFPROBE, "MULTIMODAL_LM_FFPROBE", FFPROBE_FIXES);
+  if (locations.ffprobe !== undefined) ffprobe = explicit(locations.ffprobe, "The ffprobe option");
+  else if (env.MULTIMODAL_LM_FFPROBE) ffprobe = explicit(env.MULTIMODAL_LM_FFPROBE, "MULTIMODAL_LM_FFPROBE");
   else {
     const sibling = join(dirname(ffmpeg), "ffprobe" + EXE);
     ffprobe = isExecutable(sibling) ? sibling : (fromPackage("ffprobe-static") ?? onPath("ffprobe", env));
@@ -129,6 +198,8 @@ export interface RunOptions {
   deadline: number;
   /** The limit the deadline came from, for the timeout message. */
   timeoutMs: number;
+  /** What is being read, for the errors' class, code and wording. Default "video". */
+  media?: ToolMedia;
   /** Streams stdout here instead of collecting it. Throwing stops the process and rejects with the error. */
   onStdout?: (chunk: Buffer) => void;
   /** Most stdout bytes collected when onStdout is not given. */
@@ -150,15 +221,15 @@ const STDERR_TAIL = 16 * 1024;
  * an onStdout error the child is killed first, then the promise rejects.
  */
 export function runTool(bin: string, args: string[], options: RunOptions): Promise<RunResult> {
-  const { what, signal, deadline, timeoutMs, onStdout, maxStdout = 16 * 1024 * 1024 } = options;
+  const { what, signal, deadline, timeoutMs, onStdout, maxStdout = 16 * 1024 * 1024, media = "video" } = options;
   return new Promise<RunResult>((resolve, reject) => {
     if (signal?.aborted) {
-      reject(new AbortError(`Reading the video was aborted.`, { cause: signal.reason }));
+      reject(new AbortError(`Reading the ${media} was aborted.`, { cause: signal.reason }));
       return;
     }
     const remaining = deadline - performance.now();
     if (remaining <= 0) {
-      reject(timeoutError(what, timeoutMs));
+      reject(timeoutError(what, timeoutMs, media));
       return;
     }
     let failure: unknown;
@@ -168,8 +239,8 @@ export function runTool(bin: string, args: string[], options: RunOptions): Promi
       failure ??= error;
       child.kill("SIGKILL");
     };
-    const timer = setTimeout(() => stop(timeoutError(what, timeoutMs)), remaining);
-    const onAbort = () => stop(new AbortError("Reading the video was aborted.", { cause: signal?.reason }));
+    const timer = setTimeout(() => stop(timeoutError(what, timeoutMs, media)), remaining);
+    const onAbort = () => stop(new AbortError(`Reading the ${media} was aborted.`, { cause: signal?.reason }));
     signal?.addEventListener("abort", onAbort, { once: true });
 
     const chunks: Buffer[] = [];
@@ -185,7 +256,7 @@ export function runTool(bin: string, args: string[], options: RunOptions): Promi
         return;
       }
       size += chunk.length;
-      if (size > maxStdout) stop(new VideoError("E_VIDEO_DECODE", `${what} printed more than ${maxStdout} bytes; the input is not a plain video.`));
+      if (size > maxStdout) stop(mediaError(media, "decode", `${what} printed more than ${maxStdout} bytes; the input is not a plain ${media}.`));
       else chunks.push(chunk);
     });
     let stderr = "";
@@ -196,7 +267,7 @@ export function runTool(bin: string, args: string[], options: RunOptions): Promi
     child.on("error", (error: NodeJS.ErrnoException) => {
       // Spawn failures (ENOENT, EACCES): "close" may not follow, so settle here.
       if (error.code === "ENOENT" || error.code === "EACCES") {
-        failure ??= new VideoError("E_FFMPEG_NOT_FOUND", `Could not run ${what} at ${bin}: ${error.message}. ${what === "ffprobe" ? FFPROBE_FIXES : FFMPEG_FIXES}`, {
+        failure ??= mediaError(media, "notFound", `Could not run ${what} at ${bin}: ${error.message}. ${what === "ffprobe" ? FFPROBE_FIXES : ffmpegFixes(media)}`, {
           cause: error,
         });
       } else failure ??= error;
@@ -211,9 +282,12 @@ export function runTool(bin: string, args: string[], options: RunOptions): Promi
   });
 }
 
-function timeoutError(what: string, timeoutMs: number): VideoError {
-  return new VideoError(
-    "E_VIDEO_TIMEOUT",
-    `${what} did not finish within the video's timeoutMs of ${timeoutMs} ms. Sample fewer frames, trim with start/end, or raise timeoutMs for long videos.`,
-  );
+// What to do about a timeout, per kind of media.
+const TIMEOUT_HINTS: Record<ToolMedia, string> = {
+  video: "Sample fewer frames, trim with start/end, or raise timeoutMs for long videos.",
+  audio: "Raise timeoutMs for long or slow-to-decode audio.",
+};
+
+function timeoutError(what: string, timeoutMs: number, media: ToolMedia): VideoError | AudioError {
+  return mediaError(media, "timeout", `${what} did not finish within the ${media}'s timeoutMs of ${timeoutMs} ms. ${TIMEOUT_HINTS[media]}`);
 }

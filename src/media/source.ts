@@ -1,16 +1,18 @@
-// Where an image or video comes from: one sorting of string / URL / bytes inputs into a local
-// path, an http(s) URL to fetch, a decoded data: URL or bytes, with the messages both kinds share.
-// What is done with each (reading, fetching, temp files, labels) stays with the kind.
-import type { Stats } from "node:fs";
-import { stat } from "node:fs/promises";
-import { resolve as resolvePath } from "node:path";
+// Where an image, video or audio clip comes from: one sorting of string / URL / bytes inputs into
+// a local path, an http(s) URL to fetch, a decoded data: URL or bytes, with the messages the kinds
+// share, and the private temp files that bytes go through when ffmpeg reads them. What is done
+// with each source (reading, fetching, labels) stays with the kind.
+import { rmSync, type Stats } from "node:fs";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve as resolvePath } from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { FileNotFoundError, MultimodalLMError } from "../errors.js";
 import { invalidParameter, is } from "../validate.js";
 import { decodeDataUrl } from "./data-url.js";
 
-export type MediaKind = "image" | "video";
+export type MediaKind = "image" | "video" | "audio";
 
 /** An input sorted by where its bytes are. */
 export type MediaSource =
@@ -25,7 +27,7 @@ export type MediaSource =
 
 export interface SourceContext {
   kind: MediaKind;
-  /** The argument's name in messages: "input", "video". */
+  /** The argument's name in messages: "input", "video", "audio". */
   param: string;
   /** What the argument may be, for the message on an empty string. */
   expected: string;
@@ -92,6 +94,7 @@ function dataSource(url: string, kind: MediaKind): MediaSource {
 const NOUNS: Record<MediaKind, { title: string; article: string }> = {
   image: { title: "Image", article: "an" },
   video: { title: "Video", article: "a" },
+  audio: { title: "Audio", article: "an" },
 };
 
 /**
@@ -113,4 +116,49 @@ export async function withLocalFile<T>(path: string, kind: MediaKind, use: (info
     if (code === "ENOENT" || code === "ENOTDIR") throw missing("does not exist. Check the path (relative paths resolve against the current directory).", error);
     throw missing(`could not be read: ${(error as Error).message}`, error);
   }
+}
+
+// ---- temp files --------------------------------------------------------------------------------
+
+/** A private copy of some bytes on disk, for a tool (ffmpeg) that reads files. */
+export interface TempFile {
+  file: string;
+  /** Removes the copy and its directory. */
+  cleanup: () => Promise<void>;
+}
+
+// Temp dirs not yet removed; removed at exit too, so an abort at any point leaves nothing.
+const tempDirs = new Set<string>();
+let tempExitHook = false;
+
+/**
+ * Writes `bytes` to a file only this user can read, in a fresh directory named after `kind`
+ * (multimodal-lm-video-XXXXXX). The caller must call `cleanup` when done (in a `finally`).
+ */
+export async function toTempFile(bytes: Uint8Array, kind: MediaKind): Promise<TempFile> {
+  if (!tempExitHook) {
+    tempExitHook = true;
+    process.once("exit", () => {
+      for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+    });
+  }
+  const dir = await mkdtemp(join(tmpdir(), `multimodal-lm-${kind}-`));
+  tempDirs.add(dir);
+  const cleanup = async () => {
+    await rm(dir, { recursive: true, force: true });
+    tempDirs.delete(dir);
+  };
+  try {
+    const file = join(dir, "input");
+    await writeFile(file, bytes, { mode: 0o600 });
+    return { file, cleanup };
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+}
+
+/** Temp directories created for media bytes (any kind) and not yet removed (for tests). */
+export function liveTempDirs(): number {
+  return tempDirs.size;
 }

@@ -4,17 +4,17 @@
 // pipe. Paths are read in place; bytes (Buffer, data:, downloads) go through a private temp file
 // that is always removed.
 import { createHash } from "node:crypto";
-import { rmSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 
 import { AbortError, MultimodalLMError, VideoError } from "../errors.js";
 import { invalidParameter, is, optionalInteger, optionalNumber, optionalSignal, rejectUnknownKeys } from "../validate.js";
-import { findFfmpeg, runTool, type FfmpegBinaries } from "./ffmpeg.js";
+import { ffmpegReason, findFfmpeg, INPUT_GUARDS, runTool, type FfmpegBinaries } from "./ffmpeg.js";
 import { displayUrl, fetchBytes, validateFetchLimits, type FetchLimits } from "./fetch.js";
 import { contentId, fitPixelBudget, validateImageOptions, type DecodedImage } from "./image.js";
-import { classifySource, withLocalFile, type SourceContext } from "./source.js";
+import { classifySource, toTempFile, withLocalFile, type SourceContext } from "./source.js";
+
+export { DEMUXER_WHITELIST } from "./ffmpeg.js";
+/** Temp directories created for media bytes (video and audio) and not yet removed (for tests). */
+export { liveTempDirs } from "./source.js";
 
 /** A local path, a `file:`/`http(s):`/`data:video/...;base64` URL, or the bytes of a video file. */
 export type VideoInput = string | URL | Buffer | Uint8Array;
@@ -145,32 +145,7 @@ export const VIDEO_OPTION_KEYS = [
   "signal",
 ] as const;
 
-// Demuxers for plain containers and raw streams. Anything that can open other files or URLs
-// (hls, dash, concat, image2 sequences, tee...) is not here, so ffmpeg refuses it.
-export const DEMUXER_WHITELIST = [
-  "mov",
-  "matroska",
-  "avi",
-  "mpegts",
-  "mpeg",
-  "flv",
-  "ogg",
-  "asf",
-  "gif",
-  "ivf",
-  "h264",
-  "hevc",
-  "m4v",
-  "mjpeg",
-  "yuv4mpegpipe",
-  "wav",
-  "mp3",
-  "aac",
-  "flac",
-].join(",");
 const CONTAINERS = "MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV, Ogg, ASF/WMV, animated GIF, IVF and raw H.264/HEVC/MPEG-4";
-// Every input opened by ffprobe/ffmpeg: local files only, no playlists or nested URLs.
-const INPUT_GUARDS = ["-protocol_whitelist", "file", "-format_whitelist", DEMUXER_WHITELIST];
 const EPSILON = 1e-9;
 
 /** Checks video options (sharp-style messages, code E_INVALID_ARGUMENT) and fills in the defaults. */
@@ -322,15 +297,6 @@ function seconds(text: string | undefined): number | undefined {
   return Number.isFinite(value) ? value : undefined;
 }
 
-/** The last meaningful line of ffmpeg's error output, without its "[demuxer @ 0x...]" prefix. */
-function ffmpegReason(stderr: string): string {
-  const lines = stderr
-    .split(/\r?\n/)
-    .map((line) => line.replace(/^\[[^\]]*@ ?0x[0-9a-f]+\]\s*/i, "").trim())
-    .filter(Boolean);
-  return lines.length ? lines.slice(-3).join("; ") : "no error message";
-}
-
 async function probe(tools: FfmpegBinaries, file: string, label: string, opts: ResolvedVideoOptions, deadline: number): Promise<ProbeResult> {
   const result = await runTool(
     tools.ffprobe,
@@ -395,38 +361,6 @@ interface Source {
   cleanup: () => Promise<void>;
 }
 
-// Temp dirs not yet removed; removed at exit too, so an abort at any point leaves nothing.
-const tempDirs = new Set<string>();
-let tempExitHook = false;
-
-async function toTempFile(bytes: Uint8Array, label: string): Promise<Source> {
-  if (!tempExitHook) {
-    tempExitHook = true;
-    process.once("exit", () => {
-      for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-    });
-  }
-  const dir = await mkdtemp(join(tmpdir(), "multimodal-lm-video-"));
-  tempDirs.add(dir);
-  const cleanup = async () => {
-    await rm(dir, { recursive: true, force: true });
-    tempDirs.delete(dir);
-  };
-  try {
-    const file = join(dir, "input");
-    await writeFile(file, bytes, { mode: 0o600 });
-    return { file, label, cleanup };
-  } catch (error) {
-    await cleanup();
-    throw error;
-  }
-}
-
-/** Temp directories created for video bytes and not yet removed (for tests). */
-export function liveTempDirs(): number {
-  return tempDirs.size;
-}
-
 const INPUT_EXPECTED = "a path, a file:/http(s):/data:video URL, a Buffer or a Uint8Array";
 
 const SOURCE: SourceContext = { kind: "video", param: "video", expected: INPUT_EXPECTED };
@@ -439,9 +373,9 @@ function localFile(path: string): Promise<Source> {
 }
 
 async function readSource(input: VideoInput, opts: ResolvedVideoOptions): Promise<Source> {
-  const bytesSource = (bytes: Uint8Array, label: string) => {
+  const bytesSource = async (bytes: Uint8Array, label: string): Promise<Source> => {
     if (bytes.length === 0) throw new VideoError("E_VIDEO_DECODE", `${label} is empty (0 bytes), so it has no frames.`);
-    return toTempFile(bytes, label);
+    return { ...(await toTempFile(bytes, "video")), label };
   };
   const source = classifySource(input, SOURCE);
   switch (source?.type) {

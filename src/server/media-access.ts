@@ -18,6 +18,9 @@ import { DEFAULT_FETCH_MAX_REDIRECTS, DEFAULT_FETCH_TIMEOUT_MS, fetchBytes } fro
 import { invalidParameter, is, optionalBoolean, optionalInteger, optionalSignal, rejectUnknownKeys } from "../validate.js";
 import type { MediaAccessOptions } from "./media-access-types.js";
 
+/** What a media reference stands for. */
+type MediaKind = "image" | "video" | "audio";
+
 export type { MediaAccessOptions } from "./media-access-types.js";
 
 export const DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024;
@@ -101,9 +104,9 @@ export class MediaAccess {
    * path (ffmpeg reads it). Throws `MediaNotAllowedError` (E_MEDIA_NOT_ALLOWED) when the policy
    * refuses it, naming the option that would allow it.
    */
-  async resolve(ref: string, kind: "image" | "video", signal?: AbortSignal): Promise<Buffer | string> {
+  async resolve(ref: string, kind: MediaKind, signal?: AbortSignal): Promise<Buffer | string> {
     if (!is.string(ref) || ref.length === 0) throw invalidParameter("ref", "a non-empty string", ref);
-    if (kind !== "image" && kind !== "video") throw invalidParameter("kind", '"image" or "video"', kind);
+    if (kind !== "image" && kind !== "video" && kind !== "audio") throw invalidParameter("kind", '"image", "video" or "audio"', kind);
     optionalSignal("signal", signal);
     if (this.#closed) throw new StateError("E_DISPOSED", "This MediaAccess is closed; create a new one to resolve media.");
     if (signal?.aborted) throw new AbortError("Resolving the media was aborted before it started.", { cause: signal.reason });
@@ -146,7 +149,7 @@ export class MediaAccess {
     await (await agent)?.destroy();
   }
 
-  async #resolveLocal(file: string, ref: string, kind: "image" | "video", signal: AbortSignal | undefined): Promise<Buffer | string> {
+  async #resolveLocal(file: string, ref: string, kind: MediaKind, signal: AbortSignal | undefined): Promise<Buffer | string> {
     const root = this.#root;
     if (!root) throw localRefused(ref);
     if (file.includes("\0")) throw new MultimodalLMError("E_INVALID_ARGUMENT", `The media path ${quote(ref)} contains a NUL character.`);
@@ -154,7 +157,7 @@ export class MediaAccess {
     // Refused before touching the filesystem, so a request cannot probe which files exist elsewhere.
     if (!isInside(root.real, absolute) && !isInside(root.given, absolute)) throw outsideRoot(ref, root, "is");
 
-    const what = kind === "image" ? "Image" : "Video";
+    const what = kind === "image" ? "Image" : kind === "video" ? "Video" : "Audio";
     const missing = (why: string, cause?: unknown) => new FileNotFoundError(absolute, `${what} file ${quote(ref)} ${why}`, { cause });
     const special = (why: string) => new MediaNotAllowedError(`${what} file ${quote(ref)} ${why}`);
     let real: string;
@@ -174,7 +177,8 @@ export class MediaAccess {
       handle = await open(real, OPEN_FLAGS);
       const info = await handle.stat();
       if (!info.isFile()) throw special(notRegular(info));
-      if (kind === "video") return real;
+      // ffmpeg reads videos and audio clips from the vetted path.
+      if (kind !== "image") return real;
       return await readCapped(handle, this.#maxImageBytes, ref, signal);
     } catch (error) {
       if (error instanceof MultimodalLMError) throw error;
@@ -184,7 +188,7 @@ export class MediaAccess {
     }
   }
 
-  async #download(url: URL, kind: "image" | "video", signal: AbortSignal | undefined): Promise<Buffer> {
+  async #download(url: URL, kind: MediaKind, signal: AbortSignal | undefined): Promise<Buffer> {
     // Checked before the agent exists, so a refused request costs nothing; fetchBytes checks it again.
     this.#checkRemote(url, false);
     let hops = 0;
@@ -195,6 +199,7 @@ export class MediaAccess {
       checkUrl,
       signal,
       timeoutMs: this.#timeoutMs,
+      // Audio clips share the video cap: both are files ffmpeg decodes.
       maxBytes: kind === "image" ? this.#maxImageBytes : this.#maxVideoBytes,
       maxRedirects: this.#maxRedirects,
       limitNames: {

@@ -21,5 +21,18 @@ export { SPM_SPACE, SpmVocabBuilder, byteToken } from "./spm.js";
 export type { SpmVocab } from "./spm.js";
 export { SMOLVLM_256M, SMOLVLM_CHAT_TEMPLATE, SMOLVLM_TINY } from "./smolvlm.js";
 export type { SmolVLMDims } from "./smolvlm.js";
+export { LLAMA31_CHAT_TEMPLATE, ULTRAVOX_TINY, buildUltravox, ultravoxChunkTokens } from "./ultravox.js";
+export type { UltravoxDims } from "./ultravox.js";
+export { QWEN2AUDIO_CHAT_TEMPLATE, QWEN2AUDIO_TINY, qwen2AudioChunkTokens } from "./qwen2audio.js";
+export type { Qwen2AudioDims } from "./qwen2audio.js";
+export {
+  WHISPER_CHUNK_FRAMES,
+  WHISPER_SAMPLE_RATE,
+  ultravoxStackedRows,
+  ultravoxWidthWorks,
+  whisperChunkTokens,
+  whisperChunks,
+} from "./whisper.js";
+export type { WhisperProjector, WhisperShape } from "./whisper.js";
 export { loadWithReference, referenceCliPath, runReference, runReferenceChat } from "./reference-cli.js";
 export type { LoaderRejection, ReferenceRequest, ReferenceRun } from "./reference-cli.js";

@@ -11,6 +11,9 @@ export type { HeadKind } from "./layers.js";
 import { GEMMA3_TINY, buildGemma3, gemma3Cell } from "./gemma3.js";
 import { QWEN2VL_2B, QWEN2VL_TINY, buildQwen2VL } from "./qwen2vl.js";
 import { SMOLVLM_256M, SMOLVLM_TINY, buildSmolVLM } from "./smolvlm.js";
+import { QWEN2AUDIO_TINY, buildQwen2Audio } from "./qwen2audio.js";
+import { ULTRAVOX_TINY, buildUltravox } from "./ultravox.js";
+import { audioRecipe } from "./whisper.js";
 
 /**
  * Hash of the generator's own code (this folder and the GGUF writer). It is part of every cache
@@ -110,6 +113,18 @@ export const RECIPES: readonly Recipe[] = [
     GEMMA3_TINY,
     buildGemma3,
     gemma3Cell(GEMMA3_TINY),
+  ),
+  audioRecipe(
+    "ultravox-tiny",
+    "Ultravox family (llama 3 + ultravox: Whisper encoder, 8-frame stacking, 187 tokens per 30 s of audio), audio only, a few MB",
+    ULTRAVOX_TINY,
+    buildUltravox,
+  ),
+  audioRecipe(
+    "qwen2audio-tiny",
+    "Qwen2-Audio family (qwen2 + qwen2a: Whisper encoder, <|audio_bos|>/<|audio_eos|>, 750 tokens per 30 s of audio), audio only, a few MB",
+    QWEN2AUDIO_TINY,
+    buildQwen2Audio,
   ),
   recipe(
     "qwen2vl-2b-bench",
