@@ -157,8 +157,8 @@ void Engine::admit() {
                 throw CodedError("E_CONTEXT_OVERFLOW",
                                  "the prompt needs " + std::to_string(prompt.tokens) +
                                      " tokens but the context holds " + std::to_string(s.contextSize) +
-                                     "; load with a larger contextSize, or send a shorter prompt or fewer or "
-                                     "smaller images (maxPixels)");
+                                     "; load with a larger contextSize, or send a shorter prompt, fewer or "
+                                     "smaller images (maxPixels), or shorter audio clips (each 30 s is one window)");
             }
             if (!prompt.chunks.empty() && prompt.chunks.back().media) {
                 throw CodedError("E_INVALID_ARGUMENT",

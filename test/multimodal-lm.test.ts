@@ -244,8 +244,13 @@ describe("MultimodalLM on qwen2vl-tiny", () => {
       expect((await rejection(lm.generate({ prompt: "x", tempreature: 0 } as never))).message).toMatch(/Unknown option tempreature/);
       expect((await rejection(lm.chat({ messages: [{ role: "robot", content: "x" }] } as never))).message).toMatch(/messages\[0\]\.role/);
       expect(
-        (await rejection(lm.chat({ messages: [{ role: "user", content: [{ type: "audio", audio: "x" }] }] } as never))).message,
+        (await rejection(lm.chat({ messages: [{ role: "user", content: [{ type: "sound", sound: "x" }] }] } as never))).message,
       ).toMatch(/messages\[0\]\.content\[0\]\.type/);
+      // An audio part is a known type, but this projector has no audio encoder.
+      expect(await rejection(lm.chat({ messages: [{ role: "user", content: [{ type: "audio", audio: "x" }] }] }))).toMatchObject({
+        code: "E_INVALID_ARGUMENT",
+        param: "messages[0].content[0].audio",
+      });
     });
 
     it("still generates the same text after all of that", async () => {
