@@ -1,6 +1,7 @@
 // The chat page's script. It talks only to this server's own OpenAI API (relative URLs, so the
 // page works under any mount path), keeps the conversation in memory, and sends media as data:
-// URLs. Compiled by tsconfig.web.json and inlined into lib/web/chat.html by scripts/build-web.mjs.
+// URLs (audio as input_audio base64). Compiled by tsconfig.web.json and inlined into
+// lib/web/chat.html by scripts/build-web.mjs.
 
 interface PageConfig {
   maxBodyBytes: number;
@@ -10,11 +11,21 @@ interface PageConfig {
 
 interface ModelObject {
   id: string;
-  capabilities?: { vision: boolean; video: boolean; audio: boolean };
+  capabilities?: Capabilities;
   meta?: { context_size?: number; architecture?: string; projector?: string };
 }
 
-type Part = { type: "text"; text: string } | { type: "image_url"; image_url: { url: string } } | { type: "video_url"; video_url: { url: string } };
+interface Capabilities {
+  vision: boolean;
+  video: boolean;
+  audio: boolean;
+}
+
+type Part =
+  | { type: "text"; text: string }
+  | { type: "image_url"; image_url: { url: string } }
+  | { type: "video_url"; video_url: { url: string } }
+  | { type: "input_audio"; input_audio: { data: string; format: string } };
 
 interface ToolCall {
   id: string;
@@ -29,15 +40,17 @@ interface Turn {
   tool_calls?: ToolCall[];
 }
 
-type MediaKind = "image" | "video";
+type MediaKind = "image" | "video" | "audio";
 
 interface Attachment {
   kind: MediaKind;
   name: string;
   size: number;
-  /** Object URL for thumbnails; kept while the conversation shows it. */
+  /** Object URL for thumbnails and players; kept while the conversation shows it. */
   preview: string;
   dataUrl: Promise<string>;
+  /** An audio clip's input_audio format ("wav", "mp3", "webm", ...). */
+  format?: string;
 }
 
 interface Settings {
@@ -112,6 +125,8 @@ const ui = {
   attachments: element<HTMLDivElement>("attachments"),
   attach: element<HTMLLabelElement>("attach"),
   file: element<HTMLInputElement>("file"),
+  record: element<HTMLButtonElement>("record"),
+  emptyLead: element<HTMLParagraphElement>("empty-lead"),
   prompt: element<HTMLTextAreaElement>("prompt"),
   send: element<HTMLButtonElement>("send"),
   stop: element<HTMLButtonElement>("stop"),
@@ -128,7 +143,19 @@ const state = {
   /** Object URLs shown in the conversation, freed by New chat. */
   shown: [] as string[],
   running: null as AbortController | null,
+  /** The microphone recording under way, if any. */
+  recording: null as Recording | null,
 };
+
+interface Recording {
+  recorder: MediaRecorder;
+  stream: MediaStream;
+  chunks: Blob[];
+  started: number;
+  timer: number;
+  /** False when the recording is thrown away (New chat) rather than attached. */
+  keep: boolean;
+}
 
 // ---- small helpers ----
 
@@ -180,21 +207,76 @@ function readDataUrl(file: File, kind: MediaKind): Promise<string> {
 
 const VIDEO_EXTENSIONS = /\.(mp4|m4v|mov|webm|mkv|avi|mpe?g|ogv|3gp|flv|wmv|ts)$/i;
 const IMAGE_EXTENSIONS = /\.(png|jpe?g|gif|webp|avif|tiff?|bmp|svg|heic|heif)$/i;
+const AUDIO_EXTENSIONS = /\.(wav|wave|mp3|ogg|oga|opus|flac|m4a|aac|weba|aiff?|caf|amr|wma|ac3)$/i;
 
 function kindOf(file: File): MediaKind | null {
   if (file.type.startsWith("image/")) return "image";
   if (file.type.startsWith("video/")) return "video";
+  if (file.type.startsWith("audio/")) return "audio";
   if (!file.type && VIDEO_EXTENSIONS.test(file.name)) return "video";
   if (!file.type && IMAGE_EXTENSIONS.test(file.name)) return "image";
+  if (!file.type && AUDIO_EXTENSIONS.test(file.name)) return "audio";
   return null;
 }
 
-function mediaElement(kind: MediaKind, url: string, name: string): HTMLImageElement | HTMLVideoElement {
+/** input_audio's format for an audio MIME type (parameters such as ";codecs=opus" ignored). */
+const AUDIO_FORMATS: Record<string, string> = {
+  "audio/wav": "wav",
+  "audio/wave": "wav",
+  "audio/x-wav": "wav",
+  "audio/vnd.wave": "wav",
+  "audio/x-pn-wav": "wav",
+  "audio/mpeg": "mp3",
+  "audio/mp3": "mp3",
+  "audio/mpeg3": "mp3",
+  "audio/x-mpeg-3": "mp3",
+  "audio/ogg": "ogg",
+  "audio/opus": "ogg",
+  "audio/flac": "flac",
+  "audio/x-flac": "flac",
+  "audio/mp4": "m4a",
+  "audio/m4a": "m4a",
+  "audio/x-m4a": "m4a",
+  "audio/aac": "aac",
+  "audio/x-aac": "aac",
+  "audio/webm": "webm",
+  "audio/aiff": "aiff",
+  "audio/x-aiff": "aiff",
+  "audio/x-caf": "caf",
+  "audio/amr": "amr",
+  "audio/x-ms-wma": "wma",
+};
+
+/**
+ * The format an audio file is sent as: from its MIME type, else its extension, else "wav" (the
+ * server reads the bytes with ffmpeg whatever the format says; it must only be a plain word).
+ */
+function audioFormat(file: File): string {
+  const type = file.type.split(";")[0]!.trim().toLowerCase();
+  const known = AUDIO_FORMATS[type];
+  if (known) return known;
+  const extension = /\.([a-z0-9]{1,16})$/i.exec(file.name)?.[1]?.toLowerCase();
+  if (extension) return extension === "wave" ? "wav" : extension === "oga" || extension === "opus" ? "ogg" : extension === "weba" ? "webm" : extension;
+  const subtype = type.startsWith("audio/") ? type.slice(6).replace(/^x-/, "").replace(/[^a-z0-9]/g, "") : "";
+  return /^[a-z0-9]{1,16}$/.test(subtype) ? subtype : "wav";
+}
+
+function mediaElement(kind: MediaKind, url: string, name: string): HTMLImageElement | HTMLVideoElement | HTMLAudioElement {
   if (kind === "image") {
     const img = make("img");
     img.src = url;
     img.alt = name;
     return img;
+  }
+  if (kind === "audio") {
+    // A player, so what is sent can be listened to first (and again in the conversation).
+    const audio = make("audio");
+    audio.src = url;
+    audio.controls = true;
+    audio.preload = "metadata";
+    audio.title = name;
+    audio.setAttribute("aria-label", name);
+    return audio;
   }
   const video = make("video");
   video.src = url;
@@ -338,6 +420,28 @@ async function errorText(response: Response): Promise<{ title: string; message: 
   return { title: `Error ${response.status}${code ? ` · ${code}` : ""}`, message };
 }
 
+/** What a server that does not list capabilities is taken to offer (those came with audio). */
+const DEFAULT_CAPABILITIES: Capabilities = { vision: true, video: true, audio: false };
+
+function capabilitiesOf(model: ModelObject): Capabilities {
+  return model.capabilities ?? DEFAULT_CAPABILITIES;
+}
+
+/** The media a model takes, as plural nouns: ["images", "videos", "audio"] or fewer. */
+function mediaNouns(caps: Capabilities): string[] {
+  return [caps.vision && "images", caps.vision && caps.video && "videos", caps.audio && "audio"].filter((noun): noun is string => !!noun);
+}
+
+/** "a", "a and b", "a, b and c" (or "or"). */
+function wordList(words: string[], joiner: "and" | "or"): string {
+  return words.length <= 1 ? (words[0] ?? "") : `${words.slice(0, -1).join(", ")} ${joiner} ${words[words.length - 1]}`;
+}
+
+/** Whether the microphone can be recorded from on this page (a secure context with MediaRecorder). */
+function canRecord(): boolean {
+  return !!navigator.mediaDevices?.getUserMedia && typeof MediaRecorder !== "undefined";
+}
+
 function showCapabilities(model: ModelObject): void {
   ui.modelName.textContent = model.id;
   document.title = `${model.id} · multimodal-lm`;
@@ -346,7 +450,7 @@ function showCapabilities(model: ModelObject): void {
     .filter(Boolean)
     .join(", ");
   ui.capabilities.replaceChildren();
-  const caps = model.capabilities ?? { vision: true, video: true, audio: false };
+  const caps = capabilitiesOf(model);
   for (const [name, on] of Object.entries(caps) as Array<[string, boolean]>) {
     const badge = make("span", `cap ${on ? "on" : "off"}`, name);
     badge.title = on ? `This model takes ${name} input` : `This model does not take ${name} input`;
@@ -354,11 +458,24 @@ function showCapabilities(model: ModelObject): void {
     badge.dataset.supported = String(on);
     ui.capabilities.append(badge);
   }
-  const vision = caps.vision;
-  ui.file.disabled = !vision;
-  ui.attach.classList.toggle("disabled", !vision);
-  ui.attach.title = vision ? "Attach images or videos" : "This model has no vision projector; it takes text only";
-  ui.file.accept = caps.video ? "image/*,video/*" : "image/*";
+  // Only what the model takes is offered: the picker's types, the Record button, the hints.
+  const nouns = mediaNouns(caps);
+  const media = wordList(nouns, "or");
+  ui.file.disabled = nouns.length === 0;
+  ui.attach.classList.toggle("disabled", nouns.length === 0);
+  ui.attach.title = nouns.length ? `Attach ${media}` : "This model has no vision or audio projector; it takes text only";
+  ui.file.accept = [caps.vision && "image/*", caps.vision && caps.video && "video/*", caps.audio && "audio/*"].filter(Boolean).join(",");
+  if (!caps.audio && state.recording) stopRecording(false);
+  ui.record.hidden = !caps.audio;
+  ui.record.title = canRecord()
+    ? "Record from the microphone; the recording is attached, to play back before sending"
+    : "The browser allows the microphone only on a secure page (https, or http://localhost)";
+  ui.emptyLead.replaceChildren(
+    ...(nouns.length
+      ? [make("strong", undefined, `Drop ${media} here`), `, paste ${nouns.length === 1 && caps.audio ? "it" : "them"}, or use `, make("em", undefined, "Attach"), ...(caps.audio ? [" or ", make("em", undefined, "Record")] : []), ". Then ask a question."]
+      : ["This model takes text only. Ask a question."]),
+  );
+  ui.prompt.placeholder = `${nouns.length ? `Ask about your ${media}` : "Ask a question"} (Enter sends, Shift+Enter adds a line)`;
 }
 
 async function loadModel(): Promise<void> {
@@ -387,6 +504,8 @@ async function loadModel(): Promise<void> {
 
 function addFiles(files: Iterable<File>): void {
   const refused: string[] = [];
+  /** Media kinds among the refused files that this model does not take. */
+  const unsupported = new Set<MediaKind>();
   const tooLarge: string[] = [];
   for (const file of files) {
     // Sent as base64, a file grows by a third; one that cannot fit in a request is refused now.
@@ -395,12 +514,16 @@ function addFiles(files: Iterable<File>): void {
       continue;
     }
     const kind = kindOf(file);
-    const caps = state.model?.capabilities;
-    if (!kind || (caps && !caps.vision) || (kind === "video" && caps && !caps.video)) {
+    // Before the model is known, anything that is media is taken (the server has the last word).
+    const caps = state.model ? capabilitiesOf(state.model) : null;
+    const takes = kind !== null && (!caps || (kind === "image" && caps.vision) || (kind === "video" && caps.vision && caps.video) || (kind === "audio" && caps.audio));
+    if (!takes) {
       refused.push(file.name || "a pasted item");
+      if (kind) unsupported.add(kind);
       continue;
     }
     const attachment: Attachment = { kind, name: file.name || `pasted ${kind}`, size: file.size, preview: URL.createObjectURL(file), dataUrl: readDataUrl(file, kind) };
+    if (kind === "audio") attachment.format = audioFormat(file);
     // Reported when sending; don't leave an unhandled rejection meanwhile.
     attachment.dataUrl.catch(() => undefined);
     state.pending.push(attachment);
@@ -408,8 +531,14 @@ function addFiles(files: Iterable<File>): void {
   renderPending();
   const problems: string[] = [];
   if (refused.length) {
-    const what = state.model?.capabilities?.video === false ? "images" : "images and videos";
-    problems.push(`Not attached: ${refused.join(", ")}. This model takes ${state.model?.capabilities?.vision === false ? "text only" : what}.`);
+    const nouns = mediaNouns(state.model ? capabilitiesOf(state.model) : DEFAULT_CAPABILITIES);
+    const takes = nouns.length ? wordList(nouns, "and") : "text only";
+    const missing = [...unsupported].map((kind) => ({ image: "images", video: "videos", audio: "audio" })[kind]);
+    problems.push(
+      missing.length
+        ? `Not attached: ${refused.join(", ")}. This model does not take ${wordList(missing, "or")}; it takes ${takes}.`
+        : `Not attached: ${refused.join(", ")}. This model takes ${takes}.`,
+    );
   }
   if (tooLarge.length) {
     problems.push(
@@ -426,7 +555,7 @@ function renderPending(): void {
       const thumb = make("div", "thumb");
       thumb.title = `${attachment.name} (${byteSize(attachment.size)})`;
       thumb.dataset.kind = attachment.kind;
-      thumb.append(mediaElement(attachment.kind, attachment.preview, attachment.name));
+      thumb.append(mediaBlock(attachment));
       if (attachment.kind === "video") thumb.append(make("span", "kind", "video"));
       const remove = make("button", "remove", "×");
       remove.type = "button";
@@ -440,6 +569,125 @@ function renderPending(): void {
       return thumb;
     }),
   );
+}
+
+/** An attachment as shown: an image or video, or an audio clip's name over its player. */
+function mediaBlock(attachment: Attachment): HTMLElement {
+  const shown = mediaElement(attachment.kind, attachment.preview, attachment.name);
+  if (attachment.kind !== "audio") return shown;
+  const clip = make("div", "clip");
+  clip.append(make("span", "clip-name", attachment.name), shown);
+  return clip;
+}
+
+// ---- recording from the microphone ----
+
+/** What to ask MediaRecorder for, best first; it may give something else, which is sent as it is. */
+const RECORDING_TYPES = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm", "audio/ogg", "audio/mp4"];
+
+function microphoneProblem(error: unknown): string {
+  const name = error instanceof DOMException ? error.name : "";
+  const instead = "or attach an audio file instead.";
+  if (name === "NotAllowedError" || name === "SecurityError") {
+    return `Microphone access was denied. Allow this page to use the microphone (the icon in the address bar, or the browser's site settings) and press Record again, ${instead}`;
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError") return `No microphone was found. Connect one and press Record again, ${instead}`;
+  if (name === "NotReadableError" || name === "AbortError") return `The microphone could not be started (another program may be using it). Try Record again, ${instead}`;
+  return `Cannot record from the microphone: ${(error as Error)?.message ?? String(error)}`;
+}
+
+function clock(ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  return `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+}
+
+function showRecordButton(): void {
+  const recording = state.recording;
+  ui.record.classList.toggle("recording", recording !== null);
+  ui.record.setAttribute("aria-pressed", String(recording !== null));
+  ui.record.textContent = recording ? `Stop recording ${clock(performance.now() - recording.started)}` : "Record";
+}
+
+async function startRecording(): Promise<void> {
+  if (state.recording) return;
+  if (!canRecord()) {
+    notice(
+      window.isSecureContext
+        ? "This browser cannot record audio (it has no MediaRecorder); attach an audio file instead."
+        : "The browser allows the microphone only on a secure page: open the chat page over https or at http://localhost, or attach an audio file instead.",
+    );
+    return;
+  }
+  ui.record.disabled = true;
+  let stream: MediaStream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (error) {
+    notice(microphoneProblem(error));
+    return;
+  } finally {
+    ui.record.disabled = false;
+  }
+  if (state.recording || ui.record.hidden) {
+    // Another recording began, or the model changed to one without audio, meanwhile.
+    for (const track of stream.getTracks()) track.stop();
+    return;
+  }
+  const mimeType = RECORDING_TYPES.find((type) => MediaRecorder.isTypeSupported(type));
+  let recorder: MediaRecorder;
+  try {
+    recorder = new MediaRecorder(stream, mimeType ? { mimeType } : undefined);
+    recorder.start();
+  } catch (error) {
+    for (const track of stream.getTracks()) track.stop();
+    notice(`Cannot record from the microphone: ${(error as Error).message}`);
+    return;
+  }
+  const recording: Recording = { recorder, stream, chunks: [], started: performance.now(), timer: 0, keep: true };
+  recorder.addEventListener("dataavailable", (event) => {
+    if (event.data.size > 0) recording.chunks.push(event.data);
+  });
+  recorder.addEventListener("stop", () => finishRecording(recording));
+  recorder.addEventListener("error", (event) => {
+    recording.keep = false;
+    notice(`The recording failed: ${(event as ErrorEvent).message || "the browser's recorder stopped with an error"}.`);
+    finishRecording(recording);
+  });
+  // A microphone unplugged mid-recording ends the track: keep what was recorded.
+  for (const track of stream.getAudioTracks()) track.addEventListener("ended", () => stopRecording(true));
+  recording.timer = window.setInterval(showRecordButton, 250);
+  state.recording = recording;
+  notice("");
+  showRecordButton();
+}
+
+/** Ends the recording; kept, it becomes an attachment once the recorder has handed over its data. */
+function stopRecording(keep: boolean): void {
+  const recording = state.recording;
+  if (!recording) return;
+  recording.keep &&= keep;
+  if (recording.recorder.state !== "inactive") recording.recorder.stop();
+  else finishRecording(recording);
+}
+
+function finishRecording(recording: Recording): void {
+  window.clearInterval(recording.timer);
+  for (const track of recording.stream.getTracks()) track.stop();
+  if (state.recording === recording) state.recording = null;
+  showRecordButton();
+  if (!recording.keep) return;
+  recording.keep = false;
+  const type = recording.recorder.mimeType || recording.chunks[0]?.type || "audio/webm";
+  const blob = new Blob(recording.chunks, { type });
+  if (blob.size === 0) {
+    notice("The recording is empty: the microphone gave no sound. Check the browser's microphone settings and record again.");
+    return;
+  }
+  const now = new Date();
+  const stamp = [now.getHours(), now.getMinutes(), now.getSeconds()].map((n) => String(n).padStart(2, "0")).join("-");
+  const probe = new File([], "", { type });
+  const format = audioFormat(probe);
+  addFiles([new File([blob], `recording ${stamp}.${format}`, { type })]);
 }
 
 // ---- the conversation ----
@@ -546,10 +794,15 @@ async function send(): Promise<void> {
     ui.settingsError.textContent = settings;
     return;
   }
+  if (state.recording) {
+    notice("Still recording: press Stop recording first. The recording is then attached, to play back before sending.");
+    return;
+  }
   const text = ui.prompt.value.trim();
   const attachments = state.pending;
   if (!text && attachments.length === 0) {
-    notice("Type a message or attach an image or video first.");
+    const nouns = state.model ? mediaNouns(capabilitiesOf(state.model)) : [];
+    notice(nouns.length ? `Type a message or attach ${wordList(nouns, "or")} first.` : "Type a message first.");
     return;
   }
 
@@ -558,7 +811,10 @@ async function send(): Promise<void> {
     parts = await Promise.all(
       attachments.map(async (a): Promise<Part> => {
         const url = await a.dataUrl;
-        return a.kind === "image" ? { type: "image_url", image_url: { url } } : { type: "video_url", video_url: { url } };
+        if (a.kind === "image") return { type: "image_url", image_url: { url } };
+        if (a.kind === "video") return { type: "video_url", video_url: { url } };
+        // OpenAI's audio part: the bare base64 and a format word.
+        return { type: "input_audio", input_audio: { data: url.slice(url.indexOf(",") + 1), format: a.format ?? "wav" } };
       }),
     );
   } catch (error) {
@@ -599,7 +855,7 @@ async function send(): Promise<void> {
   if (attachments.length) {
     const media = make("div", "media");
     for (const a of attachments) {
-      media.append(mediaElement(a.kind, a.preview, a.name));
+      media.append(mediaBlock(a));
       state.shown.push(a.preview);
     }
     userMessage.append(media);
@@ -688,6 +944,7 @@ async function send(): Promise<void> {
 
 function newChat(): void {
   state.running?.abort();
+  stopRecording(false);
   for (const url of state.shown) URL.revokeObjectURL(url);
   for (const a of state.pending) URL.revokeObjectURL(a.preview);
   state.shown = [];
@@ -736,6 +993,10 @@ ui.attach.addEventListener("keydown", (event) => {
     event.preventDefault();
     ui.file.click();
   }
+});
+ui.record.addEventListener("click", () => {
+  if (state.recording) stopRecording(true);
+  else void startRecording();
 });
 ui.file.addEventListener("change", () => {
   if (ui.file.files) addFiles(ui.file.files);
