@@ -2,11 +2,13 @@
 // does), on the tiny test model, with few tokens: it must exit with code 0 and print what it
 // promises. The servers are started on a free port, answer one real request, and exit with
 // code 0 on SIGTERM.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 import OpenAI from "openai";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import { ensureTestModel } from "../src/test-models/index.js";
 import { killExamples, root, runExample, startExample, type ExampleRun } from "./helpers/examples.js";
@@ -23,6 +25,7 @@ const scripts = [
   "openai-client.ts",
   "serve.ts",
   "system-info.ts",
+  "transcribe.ts",
 ];
 
 beforeAll(async () => {
@@ -147,6 +150,67 @@ describe("scripts that exit by themselves", () => {
     const { stdout } = await run("system-info.ts");
     expect(stdout).toMatch(/^llama\.cpp [0-9a-f]{40} \(\w+ build\)/);
     expect(stdout).toMatch(/^check .+: ok, max error/m);
+  });
+
+  describe("transcribe.ts", () => {
+    let tmp: string;
+    beforeAll(async () => {
+      await ensureTestModel("qwen2audio-tiny");
+      tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mmlm-transcribe-"));
+    }, 600_000);
+    afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+    /** The audio line for `clip`; its token count must be the usage line's media tokens. */
+    function expectAudioReport(stdout: string, clip: string, seconds: string): void {
+      const quoted = `${clip}, ${seconds}`.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+      const audio = new RegExp(`^audio: ${quoted} s → (\\d+) tokens \\([\\d.]+ per second\\) at 16000 Hz$`, "m").exec(stdout);
+      expect(audio, stdout).not.toBeNull();
+      const usage = /^\d+ prompt tokens \((\d+) from 1 media chunks\), \d+ generated \((length|eos)\)$/m.exec(stdout);
+      expect(usage, stdout).not.toBeNull();
+      expect(Number(audio![1])).toBeGreaterThan(0);
+      expect(usage![1]).toBe(audio![1]);
+      expect(stdout).toMatch(/encode [\d.]+ ms, .* total [\d.]+ ms/);
+    }
+
+    it("streams a transcription of the generated tone on the tiny audio model and prints the clip's seconds and tokens", async () => {
+      const { stdout, stderr } = await run("transcribe.ts", ["--max-tokens", "4"]);
+      expectAudioReport(stdout, "a 2 s 440 Hz tone", "2.00");
+      expect(stderr).toContain("loading the tiny random-weight test model qwen2audio-tiny");
+    });
+
+    it("takes a clip and a prompt", async () => {
+      const mp3 = path.join(tmp, "tone.mp3");
+      const made = spawnSync("ffmpeg", ["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000:duration=1.5", mp3], { encoding: "utf8" });
+      expect(made.status, made.stderr).toBe(0);
+      const { stdout } = await run("transcribe.ts", [mp3, "--prompt", "What do you hear?", "--max-tokens", "2"]);
+      expectAudioReport(stdout, mp3, "1.50");
+    });
+
+    it("a missing file, a file that is not audio and a missing ffmpeg: one typed error line, exit code 1", async () => {
+      const oneLine = async (args: string[], pattern: RegExp, env: Record<string, string> = {}) => {
+        const saved = Object.fromEntries(Object.keys(env).map((key) => [key, process.env[key]]));
+        Object.assign(process.env, env); // runExample spawns at once, with this environment
+        let running: Promise<ExampleRun>;
+        try {
+          running = runExample("transcribe.ts", args);
+        } finally {
+          for (const [key, value] of Object.entries(saved)) {
+            if (value === undefined) delete process.env[key];
+            else process.env[key] = value;
+          }
+        }
+        const result = await running;
+        expect(result.code, result.stderr).toBe(1);
+        expect(result.stdout).toBe("");
+        expect(result.stderr.trimEnd().split("\n"), result.stderr).toHaveLength(1);
+        expect(result.stderr).toMatch(pattern);
+      };
+      await oneLine([path.join(tmp, "missing.wav")], /^error E_FILE_NOT_FOUND: Audio file .*missing\.wav does not exist\./);
+      await oneLine(["package.json"], /^error E_AUDIO_DECODE: Audio file .*package\.json could not be decoded as audio/);
+      await oneLine([], /^error E_FFMPEG_NOT_FOUND: MULTIMODAL_LM_FFMPEG is \/nonexistent\/ffmpeg, which is not an executable file\. .*apt-get install ffmpeg/, {
+        MULTIMODAL_LM_FFMPEG: "/nonexistent/ffmpeg",
+      });
+    });
   });
 
   it("--model without --mmproj is a clear usage error", async () => {
