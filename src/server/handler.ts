@@ -17,15 +17,16 @@ import { HttpError, toHttpFailure } from "./http-errors.js";
 import { MEDIA_ACCESS_OPTION_KEYS, MediaAccess } from "./media-access.js";
 import { createServerMetrics } from "./metrics.js";
 import type { OpenAIHandlerOptions, RequestLog } from "./options.js";
+import { checkAudioModel, isMultipartForm, notMultipart, parseTranscriptionRequest, runTranscription } from "./transcriptions.js";
 
 export interface HandlerStats {
   /** Requests seen, of every kind. */
   requests: number;
-  /** Chat completions running or waiting now (reading their body, fetching media, waiting for a slot, generating). */
+  /** Chat completions and transcriptions running or waiting now (reading their body, fetching media, waiting for a slot, generating). */
   active: number;
-  /** Chat completions answered in full. */
+  /** Chat completions and transcriptions answered in full. */
   completed: number;
-  /** Chat completions whose client went away, so their generation was aborted. */
+  /** Chat completions and transcriptions whose client went away, so their generation was aborted. */
   aborted: number;
   /** Requests answered with an error status (including 429s). */
   failed: number;
@@ -55,6 +56,20 @@ function digest(value: string): Buffer {
   return createHash("sha256").update(value).digest();
 }
 
+/** Reads the request's body within the limit (413 past it, as soon as it is known). */
+async function readBodyBytes(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > limit) throw tooLarge(limit);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
+}
+
 /** Reads the JSON body, or takes the one a framework already parsed (express.json(), Fastify). */
 async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
   const parsed = (req as IncomingMessage & { body?: unknown }).body;
@@ -64,16 +79,7 @@ async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknow
     text = parsed.toString();
     if (Buffer.byteLength(text) > limit) throw tooLarge(limit);
   } else {
-    const declared = Number(req.headers["content-length"]);
-    if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      total += chunk.length;
-      if (total > limit) throw tooLarge(limit);
-      chunks.push(chunk);
-    }
-    text = Buffer.concat(chunks, total).toString("utf8");
+    text = (await readBodyBytes(req, limit)).toString("utf8");
   }
   if (text.trim() === "") throw new HttpError(400, "E_INVALID_JSON", "The request body is empty; send a JSON object.");
   try {
@@ -81,6 +87,29 @@ async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknow
   } catch (error) {
     throw new HttpError(400, "E_INVALID_JSON", `The request body is not valid JSON (${(error as Error).message}).`);
   }
+}
+
+/**
+ * Reads a multipart body's bytes: from the stream, or the raw bytes a framework already read
+ * (express.raw()). A framework's JSON parser that saw a multipart body leaves it unread (and
+ * req.body an empty object), so the stream is read then; one that consumed it (a multipart
+ * middleware such as multer) leaves nothing to read, which is answered with a 400 that says so.
+ */
+async function readMultipartBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const parsed = (req as IncomingMessage & { body?: unknown }).body;
+  if (Buffer.isBuffer(parsed) || typeof parsed === "string") {
+    const bytes = Buffer.isBuffer(parsed) ? parsed : Buffer.from(parsed, "latin1");
+    if (bytes.length > limit) throw tooLarge(limit);
+    return bytes;
+  }
+  if (req.readableEnded && parsed !== undefined) {
+    throw new HttpError(
+      400,
+      "E_INVALID_ARGUMENT",
+      "The multipart body was already consumed by another middleware before the handler saw it; mount the handler before any multipart parser (multer, busboy) on /v1/audio/transcriptions.",
+    );
+  }
+  return readBodyBytes(req, limit);
 }
 
 function tooLarge(limit: number): HttpError {
@@ -99,8 +128,9 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 
 /**
  * Creates the handler for an already loaded model. It serves `POST /v1/chat/completions`
- * (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, `GET /metrics`
- * (Prometheus) and the chat page at `GET /`.
+ * (JSON or SSE), `POST /v1/audio/transcriptions` (multipart, on models that take audio),
+ * `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, `GET /metrics` (Prometheus) and the
+ * chat page at `GET /`.
  *
  * ```ts
  * const lm = await MultimodalLM.load({ model, mmproj });
@@ -181,17 +211,33 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
     return match !== null && timingSafeEqual(digest(match[1]!), keyDigest);
   };
 
+  /** The request's model field: absent, the served name, or "default"; anything else is a 404. */
+  const checkModelField = (model: string | undefined): void => {
+    if (model !== undefined && model !== modelName && model !== "default") {
+      throw new HttpError(404, "E_NOT_FOUND", `The model ${JSON.stringify(model)} does not exist here. This server serves "${modelName}" (also reachable as "default").`, {
+        param: "model",
+      });
+    }
+  };
+
   const chatCompletion = async (req: IncomingMessage, res: ServerResponse, signal: AbortSignal, log: RequestLog): Promise<CompletionOutcome> => {
     const body = await readJsonBody(req, maxBodyBytes);
     const request = parseChatCompletionRequest(body);
     log.stream = request.stream;
-    if (request.model !== undefined && request.model !== modelName && request.model !== "default") {
-      throw new HttpError(404, "E_NOT_FOUND", `The model ${JSON.stringify(request.model)} does not exist here. This server serves "${modelName}" (also reachable as "default").`, {
-        param: "model",
-      });
-    }
+    checkModelField(request.model);
     log.id = `chatcmpl-${randomBytes(12).toString("hex")}`;
     return runChatCompletion(lm, access, request, { id: log.id, modelName }, res, signal);
+  };
+
+  const transcription = async (req: IncomingMessage, res: ServerResponse, signal: AbortSignal, log: RequestLog): Promise<CompletionOutcome> => {
+    log.stream = false;
+    const contentType = req.headers["content-type"];
+    if (!isMultipartForm(contentType)) throw notMultipart(contentType);
+    const body = await readMultipartBody(req, maxBodyBytes);
+    const request = await parseTranscriptionRequest(body, contentType!);
+    checkModelField(request.model);
+    checkAudioModel(lm, modelName);
+    return runTranscription(lm, request, res, signal);
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void): Promise<void> => {
@@ -201,7 +247,8 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
     const isV1 = route === "/v1" || route.startsWith("/v1/");
     const page = ui && route === "/";
     const metricsRoute = metrics !== undefined && route === "/metrics";
-    const known = page || metricsRoute || route === "/health" || route === "/v1/models" || route.startsWith("/v1/models/") || route === "/v1/chat/completions";
+    const work = route === "/v1/chat/completions" ? chatCompletion : route === "/v1/audio/transcriptions" ? transcription : undefined;
+    const known = page || metricsRoute || work !== undefined || route === "/health" || route === "/v1/models" || route.startsWith("/v1/models/");
     if (!known && next) {
       next();
       return;
@@ -212,8 +259,8 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
       log.status = res.statusCode;
       log.durationMs = performance.now() - started;
       if (log.status >= 400) stats.failed++;
-      if (route === "/v1/chat/completions" && metrics) {
-        // Tokens and latencies only of completions answered in full.
+      if (work && metrics) {
+        // Tokens and latencies only of completions and transcriptions answered in full.
         const full = log.code === undefined && log.promptTokens !== undefined;
         const { status, code, durationMs, promptTokens, completionTokens, timeToFirstTokenMs } = log;
         metrics.record(full ? { status, durationMs, promptTokens, completionTokens, timeToFirstTokenMs } : { status, code, durationMs });
@@ -227,7 +274,7 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
       const headers: Record<string, string> = {};
       if (failure.status === 429) headers["retry-after"] = "1";
       if (failure.status === 413) headers.connection = "close";
-      if (failure.status === 405) headers.allow = route === "/v1/chat/completions" ? "POST" : "GET";
+      if (failure.status === 405) headers.allow = work ? "POST" : "GET";
       sendJson(res, failure.status, failure.body, headers);
       // Don't read the rest of an oversized upload.
       if (failure.status === 413) res.once("finish", () => req.destroy());
@@ -242,12 +289,14 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
       }
       if (!known) {
         const endpoints = ["POST /v1/chat/completions", "GET /v1/models", "GET /health"];
+        // Transcriptions are listed only where the model can hear (elsewhere they answer 400).
+        if (info.capabilities.audio) endpoints.splice(1, 0, "POST /v1/audio/transcriptions");
         if (metrics) endpoints.push("GET /metrics");
         if (ui) endpoints.push("the chat page at GET /");
         const list = `${endpoints.slice(0, -1).join(", ")} and ${endpoints.at(-1)!}`;
         throw new HttpError(404, "E_NOT_FOUND", `No endpoint ${req.method} ${route}. This server serves ${list}.`);
       }
-      const method = route === "/v1/chat/completions" ? "POST" : "GET";
+      const method = work ? "POST" : "GET";
       if (req.method !== method && !(method === "GET" && req.method === "HEAD")) {
         throw new HttpError(405, "E_METHOD_NOT_ALLOWED", `${route} takes ${method}, not ${req.method}.`);
       }
@@ -290,7 +339,7 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
           `The server is busy: ${stats.active} requests are running or waiting (${slots} ${slots === 1 ? "slot" : "slots"}, and a queue of ${maxQueue}). Retry shortly.`,
         );
       }
-      await track(log, req, res);
+      await track(log, req, res, work!);
     } catch (error) {
       if (!res.headersSent) fail(error);
       else if (error instanceof MultimodalLMError) log.code = error.code;
@@ -300,8 +349,13 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
     }
   };
 
-  /** One chat completion, counted and aborted when its client goes away or the handler closes. */
-  const track = async (log: RequestLog, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  /** One chat completion or transcription, counted and aborted when its client goes away or the handler closes. */
+  const track = async (
+    log: RequestLog,
+    req: IncomingMessage,
+    res: ServerResponse,
+    work: (req: IncomingMessage, res: ServerResponse, signal: AbortSignal, log: RequestLog) => Promise<CompletionOutcome>,
+  ): Promise<void> => {
     const controller = new AbortController();
     const onClose = () => {
       if (!res.writableFinished) {
@@ -315,7 +369,7 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
     const entry = { controller, done: new Promise<void>((resolve) => (settle = resolve)) };
     running.add(entry);
     try {
-      const outcome = await chatCompletion(req, res, controller.signal, log);
+      const outcome = await work(req, res, controller.signal, log);
       log.promptTokens = outcome.promptTokens;
       log.completionTokens = outcome.completionTokens;
       if (outcome.timeToFirstTokenMs !== undefined) log.timeToFirstTokenMs = outcome.timeToFirstTokenMs;
