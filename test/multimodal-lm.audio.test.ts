@@ -127,6 +127,15 @@ describe.each(["ultravox-tiny", "qwen2audio-tiny"] as const)("audio on %s", (rec
       expect(bad.status).toBe(400);
       const error = ((await bad.json()) as { error: { code: string; param: string } }).error;
       expect(error).toMatchObject({ code: "E_AUDIO_DECODE", param: "messages[0].content[0].input_audio" });
+      // The media policy covers audio as it covers images and video: no private addresses, no local files by default.
+      for (const [url, code] of [
+        ["http://127.0.0.1:9/clip.wav", "E_MEDIA_NOT_ALLOWED"],
+        [sweep, "E_MEDIA_NOT_ALLOWED"],
+      ] as const) {
+        const refused = await post([{ type: "audio_url", audio_url: { url } }, { type: "text", text: PROMPT }]);
+        expect(refused.status, url).toBe(400);
+        expect(((await refused.json()) as { error: { code: string; param: string } }).error).toMatchObject({ code, param: "messages[0].content[0].audio_url" });
+      }
     } finally {
       await server.close();
     }
