@@ -23,6 +23,7 @@ async function timed(start) {
   const endMs = performance.now() - t0;
   const { timings, usage } = result;
   return {
+    // Reading and decoding the media in JS: the image, or the audio clip (ffmpeg to PCM).
     imageLoadMs: timings.imageLoadMs,
     encodeMs: timings.encodeMs,
     promptTokens: usage.promptTokens,
@@ -48,7 +49,7 @@ const lm = await MultimodalLM.load({
   ...job.loadOptions,
 });
 const loadMs = performance.now() - tLoad;
-const { prompts, image } = job;
+const { prompts, image, audioClip } = job;
 let out;
 
 switch (job.mode) {
@@ -60,8 +61,18 @@ switch (job.mode) {
     out = { textTokens, describeTokens: describe.tokens, describePositions: describe.positions };
     break;
   }
+  case "prepare-audio": {
+    // The audio prompt's size: the clip is decoded (its length decides its tokens), not encoded.
+    const audio = await lm.countTokens(prompts.audio, [], { audios: [audioClip] });
+    out = { audioTokens: audio.tokens, audioPositions: audio.positions };
+    break;
+  }
   case "describe":
     out = await timed(() => lm.generateStream({ prompt: prompts.describe, images: [image], ...sampling }));
+    break;
+  case "audio":
+    // What describeAudio(clip, { prompt }) runs (generate with one clip), streamed to time the pieces.
+    out = await timed(() => lm.generateStream({ prompt: prompts.audio, audios: [audioClip], ...sampling }));
     break;
   case "text":
     out = await timed(() => lm.generateStream({ prompt: prompts.text, ...sampling }));

@@ -47,7 +47,7 @@ function logEntries(...outputs) {
 const ms = (fromUs, toUs) => (toUs - fromUs) / 1000;
 
 /**
- * Single-turn run with an image. After loading: image load and tokenization, then one
+ * Single-turn run with an image (or an audio clip). After loading: media load and tokenization, then one
  * "encoding ... / done" pair per encoded batch with the decodes of text and embeddings in
  * between, a "\n" when the prompt is evaluated, one entry per token, and "\n\n" at the end.
  * Returns undefined when the log came out incomplete.
@@ -136,6 +136,16 @@ async function runUntilComplete(what, cli, args, timings, s, spawnOptions = () =
 export function referenceDescribe(cli, s) {
   const args = [...commonArgs(s), "--image", s.image, "-p", s.prompts.describe];
   return runUntilComplete("describe", cli, args, describeTimings, s);
+}
+
+/**
+ * `llama-mtmd-cli --audio CLIP -p PROMPT`: single turn with an audio clip (the same code path as
+ * --image: the clip is read with miniaudio, then one "encoding mtmd batch" pair per batch of 30 s
+ * windows). `s.model` and `s.mmproj` are the audio model's.
+ */
+export function referenceAudio(cli, s) {
+  const args = [...commonArgs(s), "--audio", s.audioClip, "-p", s.prompts.audio];
+  return runUntilComplete("audio", cli, args, describeTimings, s);
 }
 
 /**

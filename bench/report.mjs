@@ -14,6 +14,17 @@ export const METRICS = [
   { key: "peakRssMiB", label: "peak RSS (MiB)", better: "lower", get: (r) => (r.peakRssBytes == null ? null : r.peakRssBytes / MIB) },
 ];
 
+/**
+ * The audio scenario's rows: the encoder is the audio encoder, and ours also times decoding the
+ * clip (ffmpeg to PCM, in JS; llama-mtmd-cli decodes it with miniaudio in process and logs no time
+ * for it, so its column is n/a: that time is in its time to first token and end-to-end only).
+ */
+export const AUDIO_METRICS = METRICS.flatMap((m) => {
+  if (m.key === "encodeMs") return [{ ...m, label: "audio encode (ms)" }];
+  if (m.key === "loadMs") return [m, { key: "audioDecodeMs", label: "audio decode, before encoding (ms)", better: "lower", get: (r) => r.imageLoadMs }];
+  return [m];
+});
+
 function promptTokensPerSecond(r) {
   const ms = r.ttftMs - (r.encodeMs ?? 0);
   return ms > 0 ? (r.promptTokens / ms) * 1000 : null;
@@ -27,8 +38,8 @@ export function median(values) {
 }
 
 /** { metricKey: median } over the runs of one side. */
-export function medians(runs) {
-  return Object.fromEntries(METRICS.map((m) => [m.key, median(runs.map(m.get))]));
+export function medians(runs, metrics = METRICS) {
+  return Object.fromEntries(metrics.map((m) => [m.key, median(runs.map(m.get))]));
 }
 
 export const ratio = (a, b) => (a == null || b == null || b === 0 ? null : a / b);
@@ -51,10 +62,10 @@ const betterNote = (m) => (m.better === "higher" ? "≥ 1 is better" : "≤ 1 is
  * A side-by-side table. `sides` are [{ name, medians }], ours last; the ratios are ours over
  * each of the sides named in `against`.
  */
-export function sideBySide(sides, against, { skip = [] } = {}) {
+export function sideBySide(sides, against, { skip = [], metrics = METRICS } = {}) {
   const ours = sides.at(-1);
   const header = ["metric", ...sides.map((s) => s.name), ...against.map((a) => `ours / ${a}`), "better"];
-  const rows = METRICS.filter((m) => !skip.includes(m.key)).map((m) => [
+  const rows = metrics.filter((m) => !skip.includes(m.key)).map((m) => [
     m.label,
     ...sides.map((s) => fmt(s.medians[m.key])),
     ...against.map((a) => fmt(ratio(ours.medians[m.key], sides.find((s) => s.name === a).medians[m.key]), 3)),

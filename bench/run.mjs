@@ -4,6 +4,7 @@
 // a fresh child process. `npm run bench -- --help` for the options; README.md beside this file
 // says what is measured and how.
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -12,8 +13,9 @@ import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError, Option } from "commander";
 
 import { contextFor, DEFAULT_CLIENTS, DEFAULT_SECONDS, imageDataUrl, requestsPerClient, runConcurrentSide } from "./concurrent.mjs";
-import { referenceDescribe, referenceText } from "./reference.mjs";
+import { referenceAudio, referenceDescribe, referenceText } from "./reference.mjs";
 import {
+  AUDIO_METRICS,
   concurrentSummary,
   concurrentTables,
   medians,
@@ -24,14 +26,15 @@ import {
   twoRequestSummary,
   twoRequestTable,
 } from "./report.mjs";
-import { cleanUp, rssMethod, runNodeScript } from "./spawn.mjs";
+import { cleanUp, rssMethod, runNodeScript, scratchDir } from "./spawn.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..");
-const SCENARIOS = ["describe", "text", "repeat", "chat", "concurrent"];
-const MODELS = { small: "smolvlm-256m-bench", large: "qwen2vl-2b-bench" };
+const SCENARIOS = ["describe", "audio", "text", "repeat", "chat", "concurrent"];
+const MODELS = { small: "smolvlm-256m-bench", large: "qwen2vl-2b-bench", audio: "ultravox-bench" };
 const PROMPTS = {
   describe: "Describe this image in detail.",
+  audio: "Describe this audio clip in detail.",
   followUp: "What colors stand out the most, and where are they?",
   text:
     "You are reviewing a design document for a small library that runs vision-language models locally. " +
@@ -44,6 +47,8 @@ const CONTEXT_SIZE = 4096;
 const BATCH_SIZE = 2048;
 const TARGETS = {
   e2eRatio: 1.03,
+  // Issue 19: the audio scenario, ours / llama-mtmd-cli.
+  audioE2eRatio: 1.03,
   tokensPerSecondRatio: 0.97,
   rssExtraMiB: 80,
   repeatTtft: 0.2,
@@ -54,6 +59,13 @@ const TARGETS = {
   concurrentTpsRatio: 0.95,
   concurrentTtftP95Ratio: 1.1,
 };
+// The audio scenario's clip when --audio is not given: CLIP_SECONDS of a tone sweeping from 150 Hz
+// to 3 kHz, with a 0.4 s burst of white noise every 3 s, made with ffmpeg's lavfi into the bench's
+// temp folder as a mono 16-bit WAV at the model's sample rate (so neither side resamples it, and
+// both get the same samples). 15 s is one 30 s Whisper window (187 audio tokens for Ultravox).
+const CLIP_SECONDS = 15;
+const clipSource = (rate) =>
+  `aevalsrc=0.4*sin(2*PI*(150*t+(3000-150)/(2*${CLIP_SECONDS})*t*t))+0.5*lt(mod(t\\,3)\\,0.4)*(2*random(0)-1):s=${rate}:d=${CLIP_SECONDS}`;
 // A concurrent run during which other processes used more CPU than this (cores, on average) is flagged.
 const OTHER_CPU_WARNING = 0.1;
 // The concurrent scenario's two sides, in the order of its first run.
@@ -92,6 +104,10 @@ const program = new Command("npm run bench --")
   .option("--threads <n>", "CPU threads on every side", positiveInteger, 2)
   .option("-n, --tokens <n>", "tokens to generate per request (EOS ignored)", positiveInteger, 128)
   .option("--image <path>", "the image for every request (default: assets/sample.png)")
+  .option(
+    "--audio <path>",
+    `audio: the clip for every request (default: a ${CLIP_SECONDS} s tone sweep with noise bursts, made with ffmpeg); llama-mtmd-cli reads WAV, MP3 and FLAC only`,
+  )
   .option("--large", "use the Qwen2-VL-2B-shape model (about 3 GB, generated on first use) instead of SmolVLM-256M")
   .addOption(new Option("--only <list>", `scenarios to run, comma-separated: ${SCENARIOS.join(",")}`).argParser(scenarioList).default(SCENARIOS, "all"))
   .addOption(
@@ -114,6 +130,8 @@ const program = new Command("npm run bench --")
     `
 Scenarios (each run is a fresh process, so load time and peak RSS are per run):
   describe  one image + question: llama-mtmd-cli vs MultimodalLM
+  audio     one audio clip + question on ${MODELS.audio} (Ultravox v0.5 Llama-3.2-1B shape, about 2.4 GB,
+            generated on first use): llama-mtmd-cli --audio vs MultimodalLM
   text      text-only prompt: llama-mtmd-cli (chat mode) vs node-llama-cpp vs MultimodalLM
   repeat    same image, new question, in one MultimodalLM: with the embedding cache only, and with both caches
   chat      second chat turn after an image message, in one MultimodalLM
@@ -127,6 +145,7 @@ Targets (from issue 7): describe end-to-end ratio <= ${TARGETS.e2eRatio}; prompt
 the reference; peak RSS <= reference + ${TARGETS.rssExtraMiB} MiB; repeated image TTFT <= ${TARGETS.repeatTtft}x the first request's; second
 chat turn TTFT <= ${TARGETS.chatTtft}x; text-only generation >= ${TARGETS.textVsNodeLlamaCpp}x node-llama-cpp's tok/s. From issue 17, at
 ${TARGETS.concurrentClients} clients: aggregate tok/s >= ${TARGETS.concurrentTpsRatio}x llama-server's, TTFT p95 <= ${TARGETS.concurrentTtftP95Ratio}x llama-server's.
+From issue 19: audio end-to-end ratio <= ${TARGETS.audioE2eRatio}.
 
 A scenario that fails is reported and the others still run; the exit status is then 1.`,
   );
@@ -182,6 +201,28 @@ async function ensureModel(ensureTestModel, recipe) {
   return files;
 }
 
+/** ffmpeg as the library finds it (MULTIMODAL_LM_FFMPEG, ffmpeg-static, PATH), else plain "ffmpeg". */
+function ffmpegBinary(lib) {
+  try {
+    return lib.findFfmpeg().ffmpeg;
+  } catch {
+    return process.env.MULTIMODAL_LM_FFMPEG || "ffmpeg";
+  }
+}
+
+/** Writes the default clip (see clipSource) to `file`. */
+function makeClip(lib, file) {
+  const rate = lib.WHISPER_SAMPLE_RATE;
+  const args = ["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", clipSource(rate), "-ac", "1", "-ar", String(rate), "-c:a", "pcm_s16le"];
+  const r = spawnSync(ffmpegBinary(lib), [...args, "-fflags", "+bitexact", "-flags:a", "+bitexact", file], { encoding: "utf8" });
+  if (r.error || r.status !== 0) {
+    fail(`could not make the audio clip with ffmpeg (${r.error?.message ?? r.stderr.trim()}): install ffmpeg, or pass --audio FILE.wav`);
+  }
+  return file;
+}
+
+const sha256 = (file) => createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+
 function checkNodeLlamaCpp() {
   try {
     import.meta.resolve("node-llama-cpp");
@@ -211,17 +252,21 @@ async function main() {
   // npm run starts scripts in the package root; a path the user typed is relative to where they typed it.
   const image = opts.image ? path.resolve(process.env.INIT_CWD ?? process.cwd(), opts.image) : path.join(root, "assets", "sample.png");
   if (!fs.existsSync(image)) fail(`--image ${opts.image}: no such file.`);
+  const audioClip = opts.audio ? path.resolve(process.env.INIT_CWD ?? process.cwd(), opts.audio) : undefined;
+  if (audioClip && !fs.existsSync(audioClip)) fail(`--audio ${opts.audio}: no such file.`);
   const cli = lib.referenceCliPath();
   const server = path.join(path.dirname(cli), path.basename(cli).replace("llama-mtmd-cli", "llama-server"));
-  ensureReferenceTools([...(only.has("describe") || only.has("text") ? [cli] : []), ...(only.has("concurrent") ? [server] : [])]);
+  ensureReferenceTools([...(["describe", "audio", "text"].some((s) => only.has(s)) ? [cli] : []), ...(only.has("concurrent") ? [server] : [])]);
   if (only.has("text")) checkNodeLlamaCpp();
-  const { model, mmproj } = await ensureModel(lib.ensureTestModel, recipe);
+  // Every scenario but audio runs on the vision model; audio has its own (generated in its scenario).
+  const vision = SCENARIOS.some((s) => s !== "audio" && only.has(s));
+  const { model, mmproj } = vision ? await ensureModel(lib.ensureTestModel, recipe) : {};
 
   const load = os.loadavg()[0];
   if (load > 0.5) log(`warning: load average ${load.toFixed(2)}: other processes are using the CPU, so the numbers will be noisy.`);
 
   const settings = {
-    recipe,
+    recipe: vision ? recipe : undefined,
     model,
     mmproj,
     image,
@@ -244,15 +289,15 @@ async function main() {
   }
   const ours = (mode, loadOptions = {}) => runNodeScript(path.join(here, "node-runner.mjs"), { mode, loadOptions, ...settings });
 
-  log("counting prompt tokens ...");
-  const prepared = await ours("prepare");
+  if (vision) log("counting prompt tokens ...");
+  const prepared = vision ? await ours("prepare") : {};
   // The other sides are credited with the prepared counts: ours must have evaluated the same.
   const oursWith = async (mode, promptTokens) => {
     const r = await ours(mode);
     if (r.promptTokens !== promptTokens) fail(`MultimodalLM (${mode}) evaluated ${r.promptTokens} prompt tokens, not the ${promptTokens} counted first.`);
     return r;
   };
-  const runs = { describe: [], text: [], repeat: [], chat: [], concurrent: [] };
+  const runs = { describe: [], audio: [], text: [], repeat: [], chat: [], concurrent: [] };
   const R = opts.rounds;
   const resultsDir = path.join(here, "results");
   const stamp = date.replace(/[:.]/g, "-");
@@ -280,6 +325,37 @@ async function main() {
       for (const side of rotate(Object.keys(sides), round)) {
         log(`describe, round ${round}/${R}: ${side}`);
         runs.describe.push({ round, side, ...(await sides[side]()) });
+      }
+    }
+  });
+
+  await scenario("audio", async () => {
+    const files = await ensureModel(lib.ensureTestModel, MODELS.audio);
+    const clip = audioClip ?? makeClip(lib, path.join(scratchDir(), "clip.wav"));
+    settings.audio = {
+      recipe: MODELS.audio,
+      model: files.model,
+      mmproj: files.mmproj,
+      clip: audioClip ? { file: clip } : { generated: `ffmpeg -f lavfi -i "${clipSource(lib.WHISPER_SAMPLE_RATE)}"`, seconds: CLIP_SECONDS },
+      clipSha256: sha256(clip),
+    };
+    // The same job as the other scenarios' but on the audio model, with the clip.
+    const job = { ...settings, model: files.model, mmproj: files.mmproj, audioClip: clip, loadOptions: {} };
+    log("counting audio prompt tokens ...");
+    const counted = await runNodeScript(path.join(here, "node-runner.mjs"), { ...job, mode: "prepare-audio" });
+    Object.assign(prepared, { audioTokens: counted.audioTokens, audioPositions: counted.audioPositions });
+    const sides = {
+      "llama-mtmd-cli": async () => ({ ...(await referenceAudio(cli, job)), promptTokens: prepared.audioTokens }),
+      MultimodalLM: async () => {
+        const r = await runNodeScript(path.join(here, "node-runner.mjs"), { ...job, mode: "audio" });
+        if (r.promptTokens !== prepared.audioTokens) fail(`MultimodalLM (audio) evaluated ${r.promptTokens} prompt tokens, not the ${prepared.audioTokens} counted first.`);
+        return r;
+      },
+    };
+    for (let round = 1; round <= R; round++) {
+      for (const side of rotate(Object.keys(sides), round)) {
+        log(`audio, round ${round}/${R}: ${side}`);
+        runs.audio.push({ round, side, ...(await sides[side]()) });
       }
     }
   });
@@ -363,8 +439,8 @@ async function main() {
 
   // --- report ---
   const of = (scenario, side) => runs[scenario].filter((r) => r.side === side);
-  const sideMedians = (scenario, side) => ({ name: side, medians: medians(of(scenario, side)) });
-  const sameText = (scenario, a, b) => of(scenario, a).every((r, i) => r.text === of(scenario, b)[i]?.text);
+  const sideMedians = (scenario, side, metrics) => ({ name: side, medians: medians(of(scenario, side), metrics) });
+  const sameText = (scenario, a, b, norm = (text) => text) => of(scenario, a).every((r, i) => norm(r.text) === norm(of(scenario, b)[i]?.text ?? ""));
   const sections = [];
   const summary = {};
   const targets = [];
@@ -386,6 +462,33 @@ async function main() {
       target("describe generation tok/s, ours / llama-mtmd-cli", ratio(our.genTps, ref.genTps), ">=", TARGETS.tokensPerSecondRatio),
       target("describe peak RSS, ours - llama-mtmd-cli", rssExtra, "<=", TARGETS.rssExtraMiB, "MiB"),
     );
+  }
+
+  if (completed("audio")) {
+    const sides = [sideMedians("audio", "llama-mtmd-cli", AUDIO_METRICS), sideMedians("audio", "MultimodalLM", AUDIO_METRICS)];
+    const [ref, our] = sides.map((s) => s.medians);
+    summary.audio = {
+      medians: Object.fromEntries(sides.map((s) => [s.name, s.medians])),
+      sameText: sameText("audio", "llama-mtmd-cli", "MultimodalLM"),
+      sameTextAscii: sameText("audio", "llama-mtmd-cli", "MultimodalLM", asciiSkeleton),
+    };
+    const a = settings.audio;
+    const clip = a.clip.file ? shown(a.clip.file) : `a ${a.clip.seconds} s generated clip`;
+    sections.push(
+      `### audio: one clip + question on ${a.recipe} (${clip}; ${prepared.audioTokens} prompt tokens, ${opts.tokens} generated; median of ${R})\n\n` +
+        `${sideBySide(sides, ["llama-mtmd-cli"], { metrics: AUDIO_METRICS })}\n\n` +
+        `Same text as llama-mtmd-cli in every round: ${
+          summary.audio.sameText
+            ? "yes"
+            : summary.audio.sameTextAscii
+              ? "yes, but for characters split over byte tokens (llama-mtmd-cli logs every token on its own, so each byte of such a " +
+                "character comes out as U+FFFD; compared with every run of non-ASCII characters as one)"
+              : "NO (the settings differ, or parity is broken)"
+        }\n` +
+        `"audio decode": ours decodes the clip with ffmpeg in a child process; llama-mtmd-cli decodes it with miniaudio in process and ` +
+        `logs no time for it (it is in its time to first token and end-to-end).`,
+    );
+    targets.push(target("audio end-to-end, ours / llama-mtmd-cli", ratio(our.e2eMs, ref.e2eMs), "<=", TARGETS.audioE2eRatio));
   }
 
   if (completed("text")) {
@@ -486,6 +589,7 @@ async function main() {
     platform: `${process.platform}-${process.arch} ${os.release()}`,
     node: process.version,
     loadAverageAtStart: load,
+    loadAverageAtEnd: os.loadavg()[0],
     llamaCppCommit: info.llamaCppCommit,
     backend: info.backend,
     cpuFeatures: info.cpuFeatures,
@@ -497,15 +601,17 @@ async function main() {
   const report = { date, settings, machine, prepared, runs, summary, targets, failed, totalSeconds };
 
   fs.mkdirSync(resultsDir, { recursive: true });
-  const file = path.join(resultsDir, `${stamp}-${recipe}.json`);
+  const models = [...(vision ? [recipe] : []), ...(only.has("audio") ? [MODELS.audio] : [])];
+  const file = path.join(resultsDir, `${stamp}-${models.join("+")}.json`);
   fs.writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
 
   // Context and rounds of the one-process scenarios (concurrent has its own, in its heading).
   const perProcess = settings.scenarios.some((s) => s !== "concurrent") ? `, context ${CONTEXT_SIZE}, ${R} rounds` : "";
   const header =
-    `## multimodal-lm bench: ${recipe}, ${opts.threads} threads, ${opts.tokens} tokens${perProcess}\n\n` +
+    `## multimodal-lm bench: ${models.join(", ")}, ${opts.threads} threads, ${opts.tokens} tokens${perProcess}\n\n` +
     `${machine.cpu} (${machine.cores} cores), Node ${process.version}, llama.cpp ${info.llamaCppCommit.slice(0, 12)}, ` +
-    `image ${shown(image)}, peak RSS via ${rssMethod}`;
+    `${vision ? `image ${shown(image)}, ` : ""}peak RSS via ${rssMethod}, load average ${load.toFixed(2)} at the start and ` +
+    `${machine.loadAverageAtEnd.toFixed(2)} at the end`;
   const failures = failed.length
     ? [`### failed\n\n${failed.map((f) => `- ${f.scenario}: ${f.message.split("\n")[0]}`).join("\n")}\n\n(the whole messages are in the JSON report, under "failed")`]
     : [];
@@ -527,6 +633,14 @@ async function main() {
     process.exitCode = 1;
   }
 }
+
+/**
+ * The text with every run of non-ASCII characters as one "?". llama-mtmd-cli logs each token as
+ * its own entry, so a character whose UTF-8 bytes are split over two byte tokens arrives as two
+ * U+FFFD, where ours streams the character whole: the random-weight audio model, with its small
+ * byte-heavy vocabulary, picks such tokens.
+ */
+const asciiSkeleton = (text) => text.replace(/[\u0080-\u{10ffff}]+/gu, "?");
 
 const fmtRatio = (r) => (r == null ? "n/a" : `${r.toFixed(2)}×`);
 

@@ -36,9 +36,14 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
   });
 }
 
-function scratchFile() {
+/** This process's temp folder (removed by cleanUp). */
+export function scratchDir() {
   scratch ??= fs.mkdtempSync(path.join(os.tmpdir(), "multimodal-lm-bench-"));
-  return path.join(scratch, `rss-${++runs}`);
+  return scratch;
+}
+
+function scratchFile() {
+  return path.join(scratchDir(), `rss-${++runs}`);
 }
 
 function probeGnuTime() {

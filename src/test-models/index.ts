@@ -22,6 +22,7 @@ export type { SpmVocab } from "./spm.js";
 export { SMOLVLM_256M, SMOLVLM_CHAT_TEMPLATE, SMOLVLM_TINY } from "./smolvlm.js";
 export type { SmolVLMDims } from "./smolvlm.js";
 export { LLAMA31_CHAT_TEMPLATE, ULTRAVOX_TINY, buildUltravox, ultravoxChunkTokens } from "./ultravox.js";
+export { ULTRAVOX_BENCH } from "./ultravox.js";
 export type { UltravoxDims } from "./ultravox.js";
 export { QWEN2AUDIO_CHAT_TEMPLATE, QWEN2AUDIO_TINY, qwen2AudioChunkTokens } from "./qwen2audio.js";
 export type { Qwen2AudioDims } from "./qwen2audio.js";

@@ -13,6 +13,7 @@ import { QWEN2VL_2B, QWEN2VL_TINY, buildQwen2VL } from "./qwen2vl.js";
 import { SMOLVLM_256M, SMOLVLM_TINY, buildSmolVLM } from "./smolvlm.js";
 import { QWEN2AUDIO_TINY, buildQwen2Audio } from "./qwen2audio.js";
 import { ULTRAVOX_TINY, buildUltravox } from "./ultravox.js";
+import { ULTRAVOX_BENCH } from "./ultravox.js";
 import { audioRecipe } from "./whisper.js";
 
 /**
@@ -140,6 +141,16 @@ export const RECIPES: readonly Recipe[] = [
     SMOLVLM_256M,
     buildSmolVLM,
   ),
+  {
+    ...audioRecipe(
+      "ultravox-bench",
+      "Random weights with Ultravox v0.5 Llama-3.2-1B's dimensions (Whisper large-v3-turbo encoder, Llama-3.2-1B text), audio only, for speed measurement only (about 2.4 GB)",
+      ULTRAVOX_BENCH,
+      buildUltravox,
+    ),
+    kind: "bench",
+    defaults: { ...BENCH_DEFAULTS, imageSize: 0 },
+  },
 ];
 
 function invalid(message: string): MultimodalLMError {

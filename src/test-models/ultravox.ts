@@ -169,6 +169,24 @@ export const ULTRAVOX_TINY: UltravoxDims = {
   merges: 200,
 };
 
+/**
+ * fixie-ai/ultravox-v0_5-llama-3_2-1b's dimensions, for the bench (recipe `ultravox-bench`): the
+ * encoder of openai/whisper-large-v3-turbo (1280 wide, 32 layers, 20 heads of 64, FFN 5120, 128 mel
+ * bins; the one real Whisper width the pinned tree runs with a stack factor of 8), Ultravox's
+ * projector (stack factor 8, `hidden_size` 4096: 10240 -> 4096, SwiGLU to 2048, -> 2048) and
+ * meta-llama/Llama-3.2-1B-Instruct (2048 wide, 16 layers, 32 heads, 8 KV heads, FFN 8192, 128K
+ * context, tied output). The vocabulary is the generator's small Llama 3 one, not Llama 3's 128256
+ * tokens, so the output head costs less per token than the real model's.
+ */
+export const ULTRAVOX_BENCH: UltravoxDims = {
+  name: "ultravox-v0.5-llama-3.2-1b-shape",
+  text: { nEmbd: 2048, nLayer: 16, nHead: 32, nHeadKv: 8, nFf: 8192, contextLength: 131072 },
+  audio: { nEmbd: 1280, nFf: 5120, nLayer: 32, nHead: 20, nMel: 128 },
+  stackFactor: 8,
+  projectorHidden: 4096,
+  merges: 200,
+};
+
 /** Audio tokens per 30 s window of this recipe. */
 export function ultravoxChunkTokens(d: UltravoxDims): number {
   return whisperChunkTokens("ultravox", d.stackFactor);
