@@ -17,8 +17,8 @@ import { endianness } from "node:os";
 import { AbortError, AudioError } from "../errors.js";
 import { invalidParameter, is, optionalInteger, optionalSignal, rejectUnknownKeys } from "../validate.js";
 import { DEMUXER_WHITELIST, ffmpegReason, findFfmpegBinary, runTool } from "./ffmpeg.js";
-import { displayUrl, fetchBytes, validateFetchLimits, type FetchLimits } from "./fetch.js";
-import { classifySource, toTempFile, withLocalFile, type SourceContext } from "./source.js";
+import { validateFetchLimits, type FetchLimits } from "./fetch.js";
+import { ffmpegSource, type FileSource } from "./source.js";
 
 /** A local path, a `file:`/`http(s):`/`data:audio/...;base64` URL, or the bytes of any audio (or video) file ffmpeg reads. */
 export type AudioInput = string | URL | Buffer | Uint8Array;
@@ -141,44 +141,8 @@ export function audioDecodeArgs(file: string, sampleRate: number): string[] {
 
 // ---- sources --------------------------------------------------------------------------------
 
-interface Source {
-  file: string;
-  label: string;
-  /** Removes the temp copy, if one was made. */
-  cleanup: () => Promise<void>;
-}
-
-const INPUT_EXPECTED = "a path, a file:/http(s):/data:audio URL, a Buffer or a Uint8Array";
-
-const SOURCE: SourceContext = { kind: "audio", param: "audio", expected: INPUT_EXPECTED };
-
-function localFile(path: string): Promise<Source> {
-  return withLocalFile(path, "audio", (info) => {
-    if (info.size === 0) throw new AudioError("E_AUDIO_DECODE", `Audio file ${path} is empty (0 bytes), so it has no sound.`);
-    return { file: path, label: `Audio file ${path}`, cleanup: async () => {} };
-  });
-}
-
-async function readSource(input: AudioInput, opts: ResolvedAudioOptions): Promise<Source> {
-  const bytesSource = async (bytes: Uint8Array, label: string): Promise<Source> => {
-    if (bytes.length === 0) throw new AudioError("E_AUDIO_DECODE", `${label} is empty (0 bytes), so it has no sound.`);
-    return { ...(await toTempFile(bytes, "audio")), label };
-  };
-  const source = classifySource(input, SOURCE);
-  switch (source?.type) {
-    case "path":
-      return localFile(source.path);
-    case "url": {
-      // Downloaded here, with limits; ffmpeg never sees a URL.
-      const { bytes, finalUrl } = await fetchBytes(source.url, { ...opts.fetch, signal: opts.signal });
-      return bytesSource(bytes, `The audio at ${displayUrl(finalUrl)}`);
-    }
-    case "data":
-      return bytesSource(source.bytes, `The data: URL audio${source.mediaType ? ` (${source.mediaType})` : ""}`);
-    case "bytes":
-      return bytesSource(source.bytes, `The audio buffer (${source.bytes.length} bytes)`);
-  }
-  throw invalidParameter("audio", INPUT_EXPECTED, input);
+function readSource(input: AudioInput, opts: ResolvedAudioOptions): Promise<FileSource> {
+  return ffmpegSource(input, "audio", { ...opts.fetch, signal: opts.signal }, (label) => new AudioError("E_AUDIO_DECODE", `${label} is empty (0 bytes), so it has no sound.`));
 }
 
 // ---- decoding --------------------------------------------------------------------------------

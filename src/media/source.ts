@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { FileNotFoundError, MultimodalLMError } from "../errors.js";
 import { invalidParameter, is } from "../validate.js";
 import { decodeDataUrl } from "./data-url.js";
+import { displayUrl, fetchBytes, type FetchLimits } from "./fetch.js";
 
 export type MediaKind = "image" | "video" | "audio";
 
@@ -161,4 +162,49 @@ export async function toTempFile(bytes: Uint8Array, kind: MediaKind): Promise<Te
 /** Temp directories created for media bytes (any kind) and not yet removed (for tests). */
 export function liveTempDirs(): number {
   return tempDirs.size;
+}
+
+/** A file ffmpeg reads: a local path, or a private temp copy of bytes given or downloaded. */
+export interface FileSource {
+  file: string;
+  /** Names the input in messages ("Audio file x.wav", "The video at https://..."). */
+  label: string;
+  /** Removes the temp copy, if one was made. */
+  cleanup: () => Promise<void>;
+}
+
+/**
+ * Where ffmpeg reads a video or an audio clip from. A URL is downloaded here, with `fetch`'s
+ * limits: ffmpeg never sees one. `empty` is the error for an input of 0 bytes, given its label.
+ */
+export async function ffmpegSource(
+  input: unknown,
+  kind: "video" | "audio",
+  fetch: Required<FetchLimits> & { signal?: AbortSignal | undefined },
+  empty: (label: string) => MultimodalLMError,
+): Promise<FileSource> {
+  const expected = `a path, a file:/http(s):/data:${kind} URL, a Buffer or a Uint8Array`;
+  const bytesSource = async (bytes: Uint8Array, label: string): Promise<FileSource> => {
+    if (bytes.length === 0) throw empty(label);
+    return { ...(await toTempFile(bytes, kind)), label };
+  };
+  const source = classifySource(input, { kind, param: kind, expected });
+  switch (source?.type) {
+    case "path": {
+      const label = `${kind === "video" ? "Video" : "Audio"} file ${source.path}`;
+      return withLocalFile(source.path, kind, (info) => {
+        if (info.size === 0) throw empty(label);
+        return { file: source.path, label, cleanup: async () => {} };
+      });
+    }
+    case "url": {
+      const { bytes, finalUrl } = await fetchBytes(source.url, fetch);
+      return bytesSource(bytes, `The ${kind} at ${displayUrl(finalUrl)}`);
+    }
+    case "data":
+      return bytesSource(source.bytes, `The data: URL ${kind}${source.mediaType ? ` (${source.mediaType})` : ""}`);
+    case "bytes":
+      return bytesSource(source.bytes, `The ${kind} buffer (${source.bytes.length} bytes)`);
+  }
+  throw invalidParameter(kind, expected, input);
 }

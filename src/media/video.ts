@@ -8,9 +8,9 @@ import { createHash } from "node:crypto";
 import { AbortError, MultimodalLMError, VideoError } from "../errors.js";
 import { invalidParameter, is, optionalInteger, optionalNumber, optionalSignal, rejectUnknownKeys } from "../validate.js";
 import { ffmpegReason, findFfmpeg, INPUT_GUARDS, runTool, type FfmpegBinaries } from "./ffmpeg.js";
-import { displayUrl, fetchBytes, validateFetchLimits, type FetchLimits } from "./fetch.js";
+import { validateFetchLimits, type FetchLimits } from "./fetch.js";
 import { contentId, fitPixelBudget, validateImageOptions, type DecodedImage } from "./image.js";
-import { classifySource, toTempFile, withLocalFile, type SourceContext } from "./source.js";
+import { ffmpegSource, type FileSource } from "./source.js";
 
 export { DEMUXER_WHITELIST } from "./ffmpeg.js";
 /** Temp directories created for media bytes (video and audio) and not yet removed (for tests). */
@@ -354,44 +354,8 @@ async function probe(tools: FfmpegBinaries, file: string, label: string, opts: R
 
 // ---- sources --------------------------------------------------------------------------------
 
-interface Source {
-  file: string;
-  label: string;
-  /** Removes the temp copy, if one was made. */
-  cleanup: () => Promise<void>;
-}
-
-const INPUT_EXPECTED = "a path, a file:/http(s):/data:video URL, a Buffer or a Uint8Array";
-
-const SOURCE: SourceContext = { kind: "video", param: "video", expected: INPUT_EXPECTED };
-
-function localFile(path: string): Promise<Source> {
-  return withLocalFile(path, "video", (info) => {
-    if (info.size === 0) throw new VideoError("E_VIDEO_DECODE", `Video file ${path} is empty (0 bytes), so it has no frames.`);
-    return { file: path, label: `Video file ${path}`, cleanup: async () => {} };
-  });
-}
-
-async function readSource(input: VideoInput, opts: ResolvedVideoOptions): Promise<Source> {
-  const bytesSource = async (bytes: Uint8Array, label: string): Promise<Source> => {
-    if (bytes.length === 0) throw new VideoError("E_VIDEO_DECODE", `${label} is empty (0 bytes), so it has no frames.`);
-    return { ...(await toTempFile(bytes, "video")), label };
-  };
-  const source = classifySource(input, SOURCE);
-  switch (source?.type) {
-    case "path":
-      return localFile(source.path);
-    case "url": {
-      // Downloaded here, with limits; ffmpeg never sees a URL.
-      const { bytes, finalUrl } = await fetchBytes(source.url, { ...opts.fetch, signal: opts.signal });
-      return bytesSource(bytes, `The video at ${displayUrl(finalUrl)}`);
-    }
-    case "data":
-      return bytesSource(source.bytes, `The data: URL video${source.mediaType ? ` (${source.mediaType})` : ""}`);
-    case "bytes":
-      return bytesSource(source.bytes, `The video buffer (${source.bytes.length} bytes)`);
-  }
-  throw invalidParameter("video", INPUT_EXPECTED, input);
+function readSource(input: VideoInput, opts: ResolvedVideoOptions): Promise<FileSource> {
+  return ffmpegSource(input, "video", { ...opts.fetch, signal: opts.signal }, (label) => new VideoError("E_VIDEO_DECODE", `${label} is empty (0 bytes), so it has no frames.`));
 }
 
 // ---- extraction ------------------------------------------------------------------------------
@@ -459,7 +423,7 @@ export interface VideoPlan {
 interface Prepared extends VideoPlan {
   opts: ResolvedVideoOptions;
   tools: FfmpegBinaries;
-  source: Source;
+  source: FileSource;
   probed: ProbeResult;
   plan: FramePlan;
   deadline: number;
