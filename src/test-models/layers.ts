@@ -215,8 +215,8 @@ export function fileTypeOf(t: GGMLType): number {
 /** `tokenizer.*` keys for a byte-level BPE ("gpt2") vocabulary. */
 export function setTokenizer(
   w: GGUFWriter,
-  vocab: Vocab,
-  t: { pre: string; bos: string; eos: string; pad: string; chatTemplate: string },
+  vocab: Pick<Vocab, "tokens" | "types" | "merges" | "id">,
+  t: { pre: string; bos: string; eos: string; pad: string; chatTemplate: string; addBos?: boolean },
 ): void {
   w.setString("tokenizer.ggml.model", "gpt2");
   w.setString("tokenizer.ggml.pre", t.pre);
@@ -226,7 +226,7 @@ export function setTokenizer(
   w.setUint32("tokenizer.ggml.bos_token_id", vocab.id(t.bos));
   w.setUint32("tokenizer.ggml.eos_token_id", vocab.id(t.eos));
   w.setUint32("tokenizer.ggml.padding_token_id", vocab.id(t.pad));
-  w.setBool("tokenizer.ggml.add_bos_token", false);
+  w.setBool("tokenizer.ggml.add_bos_token", t.addBos ?? false);
   w.setBool("tokenizer.ggml.add_eos_token", false);
   w.setString("tokenizer.chat_template", t.chatTemplate);
 }

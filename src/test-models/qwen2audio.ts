@@ -1,8 +1,8 @@
 import { GGUFWriter } from "../gguf/writer.js";
 import { MERGE_CORPUS, TokenType, VocabBuilder, trainMerges, type Vocab } from "./bpe.js";
-import { addDecoderTensors, addLinear, fileTypeOf, setDecoderHparams } from "./layers.js";
+import { addDecoderTensors, addLinear, fileTypeOf, setDecoderHparams, setTokenizer } from "./layers.js";
 import type { RecipeBuild, RecipeOptions } from "./recipe.js";
-import { addWhisperEncoder, setAudioClipBase, setBpeTokenizer, whisperChunkTokens, type WhisperShape } from "./whisper.js";
+import { addWhisperEncoder, setAudioClipBase, whisperChunkTokens, type WhisperShape } from "./whisper.js";
 
 /**
  * Qwen2-Audio-7B-Instruct's chat template (its processor's chat template). With string content,
@@ -60,7 +60,7 @@ export function buildQwen2Audio(d: Qwen2AudioDims, o: RecipeOptions): RecipeBuil
 
   const text = new GGUFWriter();
   setDecoderHparams(text, "qwen2", { ...t, name: d.name, fileType: fileTypeOf(o.textType), ropeFreqBase: 10000, rmsEps: 1e-5 });
-  setBpeTokenizer(text, vocab, {
+  setTokenizer(text, vocab, {
     pre: "qwen2",
     bos: "<|endoftext|>",
     eos: "<|im_end|>",

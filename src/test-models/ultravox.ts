@@ -1,10 +1,10 @@
 import { GGMLType } from "../gguf/types.js";
 import { GGUFWriter } from "../gguf/writer.js";
 import { MERGE_CORPUS, TokenType, VocabBuilder, trainMerges, type Vocab } from "./bpe.js";
-import { addDecoderTensors, addNormal, fileTypeOf, setDecoderHparams } from "./layers.js";
+import { addDecoderTensors, addNormal, fileTypeOf, setDecoderHparams, setTokenizer } from "./layers.js";
 import { constantFill } from "./random.js";
 import type { RecipeBuild, RecipeOptions } from "./recipe.js";
-import { addWhisperEncoder, setAudioClipBase, setBpeTokenizer, ultravoxStackedRows, ultravoxWidthWorks, whisperChunkTokens, type WhisperShape } from "./whisper.js";
+import { addWhisperEncoder, setAudioClipBase, ultravoxStackedRows, ultravoxWidthWorks, whisperChunkTokens, type WhisperShape } from "./whisper.js";
 
 /**
  * Llama 3.1 Instruct's chat template (meta-llama/Llama-3.1-8B-Instruct, tokenizer_config.json;
@@ -214,7 +214,7 @@ export function buildUltravox(d: UltravoxDims, o: RecipeOptions): RecipeBuild {
   setDecoderHparams(text, "llama", { ...t, name: d.name, fileType: fileTypeOf(o.textType), ropeFreqBase: 500000, rmsEps: 1e-5 });
   text.setUint32("llama.rope.dimension_count", t.nEmbd / t.nHead);
   text.setUint32("llama.vocab_size", vocab.tokens.length);
-  setBpeTokenizer(text, vocab, {
+  setTokenizer(text, vocab, {
     pre: "llama-bpe",
     bos: "<|begin_of_text|>",
     eos: "<|eot_id|>",

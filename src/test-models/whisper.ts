@@ -9,7 +9,7 @@
  * spectrogram into 30 s windows of 3000 frames, dropping the last incomplete one. Every window
  * is one audio chunk of a fixed number of tokens (`whisperChunkTokens`).
  */
-import { GGMLType, GGUFValueType } from "../gguf/types.js";
+import { GGMLType } from "../gguf/types.js";
 import type { GGUFWriter } from "../gguf/writer.js";
 import { QK_STD, addLayerNorm, addLinear, addNormal, type VisionWeights } from "./layers.js";
 import type { Recipe, RecipeBuild, RecipeOptions } from "./recipe.js";
@@ -135,21 +135,3 @@ export function audioRecipe<S extends object>(name: string, description: string,
   };
 }
 
-/** `tokenizer.*` keys of a byte-level BPE vocabulary, with the BOS policy the converter writes. */
-export function setBpeTokenizer(
-  w: GGUFWriter,
-  vocab: { tokens: string[]; types: number[]; merges: string[]; id(token: string): number },
-  t: { pre: string; bos: string; eos: string; pad: string; addBos: boolean; chatTemplate: string },
-): void {
-  w.setString("tokenizer.ggml.model", "gpt2");
-  w.setString("tokenizer.ggml.pre", t.pre);
-  w.setArray("tokenizer.ggml.tokens", GGUFValueType.STRING, vocab.tokens);
-  w.setArray("tokenizer.ggml.token_type", GGUFValueType.INT32, vocab.types);
-  w.setArray("tokenizer.ggml.merges", GGUFValueType.STRING, vocab.merges);
-  w.setUint32("tokenizer.ggml.bos_token_id", vocab.id(t.bos));
-  w.setUint32("tokenizer.ggml.eos_token_id", vocab.id(t.eos));
-  w.setUint32("tokenizer.ggml.padding_token_id", vocab.id(t.pad));
-  w.setBool("tokenizer.ggml.add_bos_token", t.addBos);
-  w.setBool("tokenizer.ggml.add_eos_token", false);
-  w.setString("tokenizer.chat_template", t.chatTemplate);
-}
