@@ -189,12 +189,7 @@ export function setClipBase(
     fileType: number;
   },
 ): void {
-  w.setString("general.architecture", "clip");
-  w.setString("general.type", "mmproj");
-  w.setString("general.name", c.name);
-  w.setUint32("general.file_type", c.fileType);
-  w.setBool("clip.has_vision_encoder", true);
-  w.setString("clip.projector_type", c.projectorType);
+  setMmprojHeader(w, { ...c, encoder: "vision" });
   w.setUint32("clip.vision.image_size", c.imageSize);
   w.setUint32("clip.vision.patch_size", c.patchSize);
   w.setUint32("clip.vision.embedding_length", c.nEmbd);
@@ -229,4 +224,14 @@ export function setTokenizer(
   w.setBool("tokenizer.ggml.add_bos_token", t.addBos ?? false);
   w.setBool("tokenizer.ggml.add_eos_token", false);
   w.setString("tokenizer.chat_template", t.chatTemplate);
+}
+
+/** The keys every mmproj starts with: general.*, which encoder it has, and its projector type. */
+export function setMmprojHeader(w: GGUFWriter, c: { name: string; fileType: number; encoder: "vision" | "audio"; projectorType: string }): void {
+  w.setString("general.architecture", "clip");
+  w.setString("general.type", "mmproj");
+  w.setString("general.name", c.name);
+  w.setUint32("general.file_type", c.fileType);
+  w.setBool(`clip.has_${c.encoder}_encoder`, true);
+  w.setString("clip.projector_type", c.projectorType);
 }

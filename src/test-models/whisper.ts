@@ -11,7 +11,7 @@
  */
 import { GGMLType } from "../gguf/types.js";
 import type { GGUFWriter } from "../gguf/writer.js";
-import { QK_STD, addLayerNorm, addLinear, addNormal, type VisionWeights } from "./layers.js";
+import { QK_STD, addLayerNorm, addLinear, addNormal, setMmprojHeader, type VisionWeights } from "./layers.js";
 import type { Recipe, RecipeBuild, RecipeOptions } from "./recipe.js";
 
 /** Sample rate of every Whisper-style projector (`mtmd_get_audio_sample_rate`). */
@@ -79,12 +79,7 @@ export function setAudioClipBase(
   w: GGUFWriter,
   c: WhisperShape & { name: string; projectorType: WhisperProjector; projectionDim: number; eps: number; fileType: number },
 ): void {
-  w.setString("general.architecture", "clip");
-  w.setString("general.type", "mmproj");
-  w.setString("general.name", c.name);
-  w.setUint32("general.file_type", c.fileType);
-  w.setBool("clip.has_audio_encoder", true);
-  w.setString("clip.projector_type", c.projectorType);
+  setMmprojHeader(w, { ...c, encoder: "audio" });
   w.setUint32("clip.audio.projection_dim", c.projectionDim);
   w.setUint32("clip.audio.embedding_length", c.nEmbd);
   w.setUint32("clip.audio.feed_forward_length", c.nFf);
