@@ -26,6 +26,8 @@ export { ULTRAVOX_BENCH } from "./ultravox.js";
 export type { UltravoxDims } from "./ultravox.js";
 export { QWEN2AUDIO_CHAT_TEMPLATE, QWEN2AUDIO_TINY, qwen2AudioChunkTokens } from "./qwen2audio.js";
 export type { Qwen2AudioDims } from "./qwen2audio.js";
+export { QWEN25OMNI_CHAT_TEMPLATE, QWEN25OMNI_TINY, buildQwen25Omni } from "./qwen25omni.js";
+export type { Qwen25OmniDims } from "./qwen25omni.js";
 export {
   WHISPER_CHUNK_FRAMES,
   WHISPER_SAMPLE_RATE,

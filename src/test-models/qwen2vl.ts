@@ -67,16 +67,21 @@ export const QWEN2VL_2B: Qwen2VLDims = {
   realIds: { specialsAt: 151643, vocabSize: 151936 },
 };
 
-function qwenVocab(d: Qwen2VLDims): Vocab {
+function qwenVocab(d: Pick<Qwen2VLDims, "merges" | "realIds">, specials: readonly string[]): Vocab {
   const v = new VocabBuilder().addBytes().addMerges(trainMerges(MERGE_CORPUS, d.merges));
   if (d.realIds) v.fillTo(d.realIds.specialsAt);
-  for (const s of QWEN2VL_SPECIALS) v.add(s, TokenType.CONTROL);
+  for (const s of specials) v.add(s, TokenType.CONTROL);
   if (d.realIds) v.padTo(d.realIds.vocabSize);
   return v.build();
 }
 
-export function buildQwen2VL(d: Qwen2VLDims, o: RecipeOptions): RecipeBuild {
-  const vocab = qwenVocab(d);
+/**
+ * The text GGUF of a Qwen-VL family model (`qwen2vl` architecture: Qwen2 with M-RoPE), which
+ * Qwen2-VL, Qwen2.5-VL and Qwen2.5-Omni's thinker all convert to; the families differ in their
+ * added tokens and chat template.
+ */
+export function buildQwenVLText(d: Omit<Qwen2VLDims, "vision">, o: RecipeOptions, specials: readonly string[], chatTemplate: string): GGUFWriter {
+  const vocab = qwenVocab(d, specials);
   const t = d.text;
   const headDim = t.nEmbd / t.nHead;
   if (d.ropeSections.reduce((a, b) => a + b, 0) * 2 !== headDim) throw new Error(`${d.name}: M-RoPE sections must sum to head_dim / 2`);
@@ -85,19 +90,20 @@ export function buildQwen2VL(d: Qwen2VLDims, o: RecipeOptions): RecipeBuild {
   // This tree's qwen2vl never reads the RMS epsilon (it uses 0); it is written as the converter does.
   setDecoderHparams(text, "qwen2vl", { ...t, name: d.name, fileType: fileTypeOf(o.textType), ropeFreqBase: 1000000, rmsEps: 1e-6 });
   text.setArray("qwen2vl.rope.dimension_sections", GGUFValueType.INT32, d.ropeSections);
-  setTokenizer(text, vocab, {
-    pre: "qwen2",
-    bos: "<|endoftext|>",
-    eos: "<|im_end|>",
-    pad: "<|endoftext|>",
-    chatTemplate: QWEN2VL_CHAT_TEMPLATE,
-  });
-  addDecoderTensors(
-    text,
-    { ...t, qkvBias: true },
-    { seed: o.seed, matrixType: o.textType, head: o.head },
-    vocab,
-  );
+  setTokenizer(text, vocab, { pre: "qwen2", bos: "<|endoftext|>", eos: "<|im_end|>", pad: "<|endoftext|>", chatTemplate });
+  addDecoderTensors(text, { ...t, qkvBias: true }, { seed: o.seed, matrixType: o.textType, head: o.head }, vocab);
+  return text;
+}
+
+/** The Conv3D patch embedding split into its two temporal slices (two video frames are merged per token), as the converter writes it. */
+export function addQwenPatchEmbedding(w: GGUFWriter, nEmbd: number, o: RecipeOptions): void {
+  const patchType = o.visionType === GGMLType.F32 ? GGMLType.F32 : GGMLType.F16;
+  for (const name of ["v.patch_embd.weight", "v.patch_embd.weight.1"]) addNormal(w, name, [14, 14, 3, nEmbd], patchType, o.seed);
+}
+
+export function buildQwen2VL(d: Qwen2VLDims, o: RecipeOptions): RecipeBuild {
+  const t = d.text;
+  const text = buildQwenVLText(d, o, QWEN2VL_SPECIALS, QWEN2VL_CHAT_TEMPLATE);
 
   const v = d.vision;
   const mmproj = new GGUFWriter();
@@ -114,9 +120,7 @@ export function buildQwen2VL(d: Qwen2VLDims, o: RecipeOptions): RecipeBuild {
   });
   mmproj.setUint32("clip.vision.spatial_merge_size", 2);
   const vo = { seed: o.seed, matrixType: o.visionType };
-  // The Conv3D patch embedding split into its two temporal slices: two video frames are merged per token.
-  const patchType = o.visionType === GGMLType.F32 ? GGMLType.F32 : GGMLType.F16;
-  for (const name of ["v.patch_embd.weight", "v.patch_embd.weight.1"]) addNormal(mmproj, name, [14, 14, 3, v.nEmbd], patchType, o.seed);
+  addQwenPatchEmbedding(mmproj, v.nEmbd, o);
   addVisionBlocks(mmproj, v, vo);
   addLayerNorm(mmproj, "v.post_ln", v.nEmbd, o.seed);
   addLinear(mmproj, "mm.0", 4 * v.nEmbd, 4 * v.nEmbd, vo);

@@ -14,6 +14,7 @@ import { SMOLVLM_256M, SMOLVLM_TINY, buildSmolVLM } from "./smolvlm.js";
 import { QWEN2AUDIO_TINY, buildQwen2Audio } from "./qwen2audio.js";
 import { ULTRAVOX_TINY, buildUltravox } from "./ultravox.js";
 import { ULTRAVOX_BENCH } from "./ultravox.js";
+import { QWEN25OMNI_TINY, buildQwen25Omni } from "./qwen25omni.js";
 import { audioRecipe } from "./whisper.js";
 
 /**
@@ -126,6 +127,13 @@ export const RECIPES: readonly Recipe[] = [
     "Qwen2-Audio family (qwen2 + qwen2a: Whisper encoder, <|audio_bos|>/<|audio_eos|>, 750 tokens per 30 s of audio), audio only, a few MB",
     QWEN2AUDIO_TINY,
     buildQwen2Audio,
+  ),
+  recipe(
+    "qwen25omni-tiny",
+    "tiny",
+    "Qwen2.5-Omni family (qwen2vl + qwen2.5o: a Qwen2.5-VL vision tower with window attention and a Whisper audio encoder in one projector), images, video and audio, a few MB",
+    QWEN25OMNI_TINY,
+    buildQwen25Omni,
   ),
   recipe(
     "qwen2vl-2b-bench",

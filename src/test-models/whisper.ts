@@ -80,6 +80,11 @@ export function setAudioClipBase(
   c: WhisperShape & { name: string; projectorType: WhisperProjector; projectionDim: number; eps: number; fileType: number },
 ): void {
   setMmprojHeader(w, { ...c, encoder: "audio" });
+  setAudioClipKeys(w, c);
+}
+
+/** The `clip.audio.*` keys of a Whisper encoder (also in an omni mmproj, beside the `clip.vision.*` ones). */
+export function setAudioClipKeys(w: GGUFWriter, c: WhisperShape & { projectionDim: number; eps: number }): void {
   w.setUint32("clip.audio.projection_dim", c.projectionDim);
   w.setUint32("clip.audio.embedding_length", c.nEmbd);
   w.setUint32("clip.audio.feed_forward_length", c.nFf);
