@@ -22,12 +22,14 @@ import {
   validateVideoOptions,
   VIDEO_OPTION_KEYS,
   type DecodedVideo,
+  type LoadVideoPlanOptions,
   type VideoInfo,
   type VideoInput,
   type VideoOptions,
 } from "./media/video.js";
 import { atPart, parseMessages, resolveMedia, type ChatMessage, type MediaRef, type MediaResolver, type TemplateMessage, type ToolCall } from "./messages.js";
 import type {
+  NativeAudio,
   NativeChatParams,
   NativeConstraint,
   NativeGenerateResult,
@@ -136,7 +138,7 @@ export interface GenerateResult {
     mediaChunks: number;
   };
   /** One entry per video in the prompt, in order: what was sampled from it. */
-  videos: Array<{ info: VideoInfo; frames: number; timestamps: number[]; width: number; height: number }>;
+  videos: Array<{ info: VideoInfo; frames: number; timestamps: number[]; width: number; height: number; audio?: { samples: number; seconds: number } }>;
   timings: {
     /** Reading and decoding the images and videos in JS (in parallel). */
     imageLoadMs: number;
@@ -539,14 +541,19 @@ export class MultimodalLM implements AsyncDisposable {
     const audio = audios.length > 0 ? this.audioOptions(options.audio, signal) : undefined;
     const text = raw ? content : this.applyChat(native, [{ role: "user", content }], { toolChoice: "auto", parse: false }).prompt;
     const imageOptions = this.imageOptions(options.image, signal);
-    const video = this.videoOptions(options.video, signal);
-    const frameMerge = this.loaded().frameMerge;
+    const video = this.videoOptions(options.video, options.audio, signal);
+    if (videos.length > 0) this.checkMediaKinds([{ type: "video" }], video.plan);
     const items: NativeMediaSizeItem[] = await Promise.all([
       ...images.map((image) => imageSize(image, imageOptions)),
       ...videos.map(async (input) => {
-        const plan = await planVideo(input, video.options, { pairs: frameMerge > 1 });
+        const plan = await planVideo(input, video.options, video.plan);
         const frame = { width: plan.width, height: plan.height, mergeable: true };
-        return { segments: this.videoSegments(plan.timestamps.map((timestamp) => ({ ...frame, timestamp })), video.layout) };
+        const segments: Array<string | { width: number; height: number; mergeable?: boolean } | { samples: number }> = this.videoSegments(
+          plan.timestamps.map((timestamp) => ({ ...frame, timestamp })),
+          video.layout,
+        );
+        if (plan.audio) segments.push({ samples: plan.audio.samples });
+        return { segments };
       }),
       // Audio is decoded (its length in samples decides its tokens) but not encoded.
       ...audios.map(async (input) => ({ samples: (await loadAudio(input, this.loaded().audioSampleRate, audio)).samples })),
@@ -665,12 +672,26 @@ export class MultimodalLM implements AsyncDisposable {
   }
 
   /** The call's video options over the model's, checked together (so start/end and min/maxPixels are checked across both). */
-  private videoOptions(call: CallVideoOptions | undefined, signal: AbortSignal | undefined): { options: VideoOptions; layout: VideoLayout } {
+  /**
+   * A call's video options over the model's, and how videos are read: frames in pairs on models
+   * that merge them; with `audio`, the sound at the projector's rate under the audio options' limits.
+   */
+  private videoOptions(
+    call: CallVideoOptions | undefined,
+    audioCall: CallAudioOptions | undefined,
+    signal: AbortSignal | undefined,
+  ): { options: VideoOptions; layout: VideoLayout; plan: LoadVideoPlanOptions } {
     if (call !== undefined && is.object(call) && "signal" in call) throw invalidParameter("video.signal", "no signal here (pass signal to the call)", call.signal);
     if (call !== undefined && !is.object(call)) throw invalidParameter("video", "an object", call);
     const options: VideoOptions = { ...this.options.video, ...call, ...(signal ? { signal } : {}) };
-    const { prefix, timestamps } = validateVideoOptions(options, "video");
-    return { options, layout: { prefix, timestamps } };
+    const { prefix, timestamps, audio } = validateVideoOptions(options, "video");
+    const { frameMerge, audioSampleRate } = this.loaded();
+    const plan: LoadVideoPlanOptions = { pairs: frameMerge > 1 };
+    if (audio) {
+      const { maxSeconds, timeoutMs } = this.audioOptions(audioCall, undefined);
+      Object.assign(plan, { audioSampleRate, audioOptions: { maxSeconds, timeoutMs } });
+    }
+    return { options, layout: { prefix, timestamps }, plan };
   }
 
   /**
@@ -699,15 +720,15 @@ export class MultimodalLM implements AsyncDisposable {
     signal: AbortSignal | undefined,
   ): Promise<{ items: NativeMediaItem[]; videos: GenerateResult["videos"] }> {
     const imageOptions = this.imageOptions(options.image, signal);
-    const video = this.videoOptions(options.video, signal);
+    const video = this.videoOptions(options.video, options.audio, signal);
     const audio = media.some((ref) => ref.type === "audio") ? this.audioOptions(options.audio, signal) : undefined;
-    const { frameMerge, audioSampleRate } = this.loaded();
-    this.checkMediaKinds(media);
+    const { audioSampleRate } = this.loaded();
+    this.checkMediaKinds(media, video.plan);
     const loaded = await Promise.all(
       media.map(async (ref): Promise<DecodedImage | DecodedVideo | DecodedAudio> => {
         try {
           if (ref.type === "audio") return await loadAudio(ref.input as AudioInput, audioSampleRate, audio);
-          return await (ref.type === "image" ? loadImage(ref.input as ImageInput, imageOptions) : loadVideo(ref.input as VideoInput, video.options, { pairs: frameMerge > 1 }));
+          return await (ref.type === "image" ? loadImage(ref.input as ImageInput, imageOptions) : loadVideo(ref.input as VideoInput, video.options, video.plan));
         } catch (error) {
           throw ref.param.startsWith("messages[") ? atPart(error, ref.param) : error;
         }
@@ -724,16 +745,26 @@ export class MultimodalLM implements AsyncDisposable {
         timestamps: item.frames.map((f) => f.timestamp),
         width: first.width,
         height: first.height,
+        ...(item.audio ? { audio: { samples: item.audio.samples, seconds: item.audio.seconds } } : {}),
       });
       const frames = item.frames.map((f) => ({ data: f.data, width: f.width, height: f.height, id: f.id, mergeable: true, timestamp: f.timestamp }));
-      return { segments: this.videoSegments(frames, video.layout) as Array<string | NativeMedia> };
+      const segments = this.videoSegments(frames, video.layout) as Array<string | NativeMedia | NativeAudio>;
+      if (item.audio) segments.push({ pcm: item.audio.pcm, id: item.audio.id });
+      return { segments };
     });
     return { items, videos };
   }
 
-  /** The media a model can take: images and videos need a vision encoder, audio an audio one. */
-  private checkMediaKinds(media: Array<{ type: MediaRef["type"]; param?: string }>): void {
+  /** The media a model can take: images and videos need a vision encoder, audio (and a video's sound) an audio one. */
+  private checkMediaKinds(media: Array<{ type: MediaRef["type"]; param?: string }>, video?: LoadVideoPlanOptions): void {
     const { vision, audio } = this.loaded();
+    if (video?.audioSampleRate !== undefined && !audio && media.some((ref) => ref.type === "video")) {
+      throw new MultimodalLMError(
+        "E_INVALID_ARGUMENT",
+        "This model's projector has no audio encoder, so it cannot read a video's sound (video.audio). Leave audio off, or load an omni model's projector (vision and audio).",
+        { param: "video.audio" },
+      );
+    }
     for (const ref of media) {
       const can = ref.type === "audio" ? audio : vision;
       if (can) continue;

@@ -109,15 +109,15 @@ export interface NativeAudio {
   id: string;
 }
 
-/** What one media marker stands for: an image, an audio clip, or a video's text segments and frames in order. */
-export type NativeMediaItem = NativeMedia | NativeAudio | { segments: Array<string | NativeMedia> };
+/** What one media marker stands for: an image, an audio clip, or a video's text segments, frames and (with its sound) audio in order. */
+export type NativeMediaItem = NativeMedia | NativeAudio | { segments: Array<string | NativeMedia | NativeAudio> };
 
 /** For counting: sizes only, the pixels are never read. */
 export type NativeMediaSizeItem =
   | { width: number; height: number }
   /** An audio clip of this many samples. */
   | { samples: number }
-  | { segments: Array<string | { width: number; height: number; mergeable?: boolean }> };
+  | { segments: Array<string | { width: number; height: number; mergeable?: boolean } | { samples: number }> };
 
 export interface NativeGenerateRequest {
   prompt: string;

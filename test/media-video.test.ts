@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { VideoError } from "../src/errors.js";
 import { findFfmpeg, runningChildren, runTool } from "../src/media/ffmpeg.js";
 import { liveTempDirs, loadVideo, MAX_VIDEO_FRAMES, planFrames, planVideo, validateVideoOptions } from "../src/media/video.js";
-import { audioOnlyClip, ffmpegAvailable, frameAt, frameIndex, indexClip, rotateMp4, truncateCopy, vfrClip } from "./helpers/clips.js";
+import { audioOnlyClip, ffmpegAvailable, frameAt, frameIndex, indexClip, rotateMp4, truncateCopy, vfrClip, withSoundTrack } from "./helpers/clips.js";
 import { rejection } from "./helpers/rejection.js";
 
 let tmp: string;
@@ -114,6 +114,34 @@ describe("loadVideo: the frames taken are the planned instants", () => {
     const single = await loadVideo(clip, { fps: 2, maxFrames: 1 }, { pairs: true });
     expect(single.frames.map(frameIndex)).toEqual([16, 16]);
     expect(single.frames[0]!.id).toBe(single.frames[1]!.id);
+  });
+
+  it("a sound track changes nothing: the same frames, each taken once (no copies of the first filling the start)", async () => {
+    const withSound = withSoundTrack(clip, path.join(tmp, "index-sound.mp4"), 4);
+    for (const options of [{}, { fps: 3 }, { numFrames: 5 }, { start: 1.1, end: 2 }]) {
+      const silent = await loadVideo(clip, options);
+      const sound = await loadVideo(withSound, options);
+      expect(sound.info.hasAudio).toBe(true);
+      expect(sound.frames.map(frameIndex), JSON.stringify(options)).toEqual(silent.frames.map(frameIndex));
+    }
+  });
+
+  it("audio: the sound between start and end, decoded at the rate asked for, before any frame", async () => {
+    const withSound = withSoundTrack(clip, path.join(tmp, "index-sound-2.mp4"), 4);
+    const video = await loadVideo(withSound, { fps: 1, audio: true }, { audioSampleRate: 8000 });
+    expect(video.audio).toMatchObject({ sampleRate: 8000 });
+    expect(Math.abs(video.audio!.samples - 4 * 8000)).toBeLessThan(0.05 * 8000);
+    const part = await loadVideo(withSound, { fps: 1, start: 1, end: 2.5, audio: true }, { audioSampleRate: 8000 });
+    expect(Math.abs(part.audio!.seconds - 1.5)).toBeLessThan(0.05);
+    expect((await planVideo(withSound, { audio: true }, { audioSampleRate: 8000 })).audio?.samples).toBe(video.audio!.samples);
+    expect(await loadVideo(withSound, { fps: 1 })).not.toHaveProperty("audio");
+    const tooLong = await rejection(loadVideo(withSound, { audio: true }, { audioOptions: { maxSeconds: 1 } }));
+    expect(tooLong.code).toBe("E_AUDIO_TOO_LONG");
+    const silent = await rejection(loadVideo(clip, { audio: true }));
+    expect(silent).toMatchObject({ code: "E_AUDIO_DECODE" });
+    expect(silent.message).toMatch(/has no sound track.*Leave audio off/);
+    expect((await rejection(loadVideo(clip, { audio: "yes" } as never))).message).toMatch(/audio/);
+    expectNothingLeft();
   });
 
   it("a VFR clip: each instant gets the frame on screen then", async () => {

@@ -111,14 +111,16 @@ export function audioContentId(pcm: Float32Array, sampleRate: number): string {
   return createHash("sha256").update(header).update(new Uint8Array(pcm.buffer, pcm.byteOffset, pcm.byteLength)).digest("hex");
 }
 
-/** The ffmpeg arguments that decode the first audio stream of `file` to mono f32le at `sampleRate` on stdout. */
-export function audioDecodeArgs(file: string, sampleRate: number): string[] {
+/** The ffmpeg arguments that decode the first audio stream of `file` (or `range` of it) to mono f32le at `sampleRate` on stdout. */
+export function audioDecodeArgs(file: string, sampleRate: number, range?: AudioRange): string[] {
+  const seek = range ? [...(range.start > 0 ? ["-ss", String(range.start)] : []), ...(range.end !== undefined ? ["-to", String(range.end)] : [])] : [];
   return [
     "-nostdin",
     "-hide_banner",
     "-loglevel",
     "error",
     ...INPUT_GUARDS,
+    ...seek,
     "-i",
     `file:${file}`,
     "-map",
@@ -169,56 +171,75 @@ function toFloat32(chunks: Buffer[], samples: number): Float32Array {
  * temp file outlives the call.
  */
 export async function loadAudio(input: AudioInput, sampleRate: number, options?: AudioOptions): Promise<DecodedAudio> {
-  if (!is.integer(sampleRate) || !is.inRange(sampleRate, MIN_AUDIO_SAMPLE_RATE, MAX_AUDIO_SAMPLE_RATE)) {
-    throw invalidParameter("sampleRate", `an integer between ${MIN_AUDIO_SAMPLE_RATE} and ${MAX_AUDIO_SAMPLE_RATE} (Hz)`, sampleRate);
-  }
+  checkSampleRate(sampleRate);
   const opts = validateAudioOptions(options);
   if (opts.signal?.aborted) throw new AbortError("Reading the audio was aborted.", { cause: opts.signal.reason });
   const { ffmpeg } = findFfmpegBinary(opts.ffmpegPath, process.env, "audio");
-  // Whole samples allowed; the tiny slack keeps e.g. 0.7 s × 10 000 Hz at 7000, not 6999.
-  const maxSamples = Math.floor(opts.maxSeconds * sampleRate + 1e-6);
   const source = await readSource(input, opts);
   try {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const onStdout = (chunk: Buffer) => {
-      bytes += chunk.length;
-      if (bytes > maxSamples * 4) {
-        throw new AudioError(
-          "E_AUDIO_TOO_LONG",
-          `${source.label} is longer than the maxSeconds limit of ${opts.maxSeconds} s (more than ${maxSamples} samples at ${sampleRate} Hz). ` +
-            "Trim it, or pass a larger maxSeconds if the model's context can hold it.",
-        );
-      }
-      chunks.push(chunk);
-    };
-    const result = await runTool(ffmpeg, audioDecodeArgs(source.file, sampleRate), {
-      what: "ffmpeg",
-      media: "audio",
-      signal: opts.signal,
-      deadline: performance.now() + opts.timeoutMs,
-      timeoutMs: opts.timeoutMs,
-      onStdout,
-    });
-    if (result.code !== 0) {
-      const reason = ffmpegReason(result.stderr);
-      if (/matches no streams|does not contain any stream/i.test(result.stderr)) {
-        throw new AudioError("E_AUDIO_DECODE", `${source.label} has no audio stream, so there is no sound to read.`);
-      }
-      throw new AudioError(
-        "E_AUDIO_DECODE",
-        `${source.label} could not be decoded as audio (ffmpeg exit ${result.code ?? result.signal}): ${reason}. ` +
-          `It may be truncated or corrupt, or not audio at all. Readable: ${FORMATS}; playlists (HLS/DASH) and concat lists are refused.`,
-      );
-    }
-    const samples = Math.floor(bytes / 4);
-    if (samples === 0) {
-      const why = result.stderr.trim() ? `: ${ffmpegReason(result.stderr)}` : "";
-      throw new AudioError("E_AUDIO_DECODE", `${source.label} has an audio stream but no samples decoded from it (0 samples)${why}.`);
-    }
-    const pcm = toFloat32(chunks, samples);
-    return { pcm, sampleRate, samples, seconds: samples / sampleRate, id: audioContentId(pcm, sampleRate) };
+    return await decodeAudioFile(ffmpeg, source, sampleRate, opts);
   } finally {
     await source.cleanup();
   }
+}
+
+function checkSampleRate(sampleRate: number): void {
+  if (!is.integer(sampleRate) || !is.inRange(sampleRate, MIN_AUDIO_SAMPLE_RATE, MAX_AUDIO_SAMPLE_RATE)) {
+    throw invalidParameter("sampleRate", `an integer between ${MIN_AUDIO_SAMPLE_RATE} and ${MAX_AUDIO_SAMPLE_RATE} (Hz)`, sampleRate);
+  }
+}
+
+/** The part of a file to decode, in seconds from its start (a video's start and end options). */
+export interface AudioRange {
+  start: number;
+  end: number | undefined;
+}
+
+/**
+ * Decodes the first audio stream of a file that is already local (a clip, or the video a caller
+ * has open) with the ffmpeg binary given, under `opts`' limits. `range` keeps only that part.
+ */
+export async function decodeAudioFile(ffmpeg: string, source: FileSource, sampleRate: number, opts: ResolvedAudioOptions, range?: AudioRange): Promise<DecodedAudio> {
+  checkSampleRate(sampleRate);
+  // Whole samples allowed; the tiny slack keeps e.g. 0.7 s × 10 000 Hz at 7000, not 6999.
+  const maxSamples = Math.floor(opts.maxSeconds * sampleRate + 1e-6);
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  const onStdout = (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (bytes > maxSamples * 4) {
+      throw new AudioError(
+        "E_AUDIO_TOO_LONG",
+        `${source.label} is longer than the maxSeconds limit of ${opts.maxSeconds} s (more than ${maxSamples} samples at ${sampleRate} Hz). ` +
+          "Trim it, or pass a larger maxSeconds if the model's context can hold it.",
+      );
+    }
+    chunks.push(chunk);
+  };
+  const result = await runTool(ffmpeg, audioDecodeArgs(source.file, sampleRate, range), {
+    what: "ffmpeg",
+    media: "audio",
+    signal: opts.signal,
+    deadline: performance.now() + opts.timeoutMs,
+    timeoutMs: opts.timeoutMs,
+    onStdout,
+  });
+  if (result.code !== 0) {
+    const reason = ffmpegReason(result.stderr);
+    if (/matches no streams|does not contain any stream/i.test(result.stderr)) {
+      throw new AudioError("E_AUDIO_DECODE", `${source.label} has no audio stream, so there is no sound to read.`);
+    }
+    throw new AudioError(
+      "E_AUDIO_DECODE",
+      `${source.label} could not be decoded as audio (ffmpeg exit ${result.code ?? result.signal}): ${reason}. ` +
+        `It may be truncated or corrupt, or not audio at all. Readable: ${FORMATS}; playlists (HLS/DASH) and concat lists are refused.`,
+    );
+  }
+  const samples = Math.floor(bytes / 4);
+  if (samples === 0) {
+    const why = result.stderr.trim() ? `: ${ffmpegReason(result.stderr)}` : "";
+    throw new AudioError("E_AUDIO_DECODE", `${source.label} has an audio stream but no samples decoded from it (0 samples)${why}.`);
+  }
+  const pcm = toFloat32(chunks, samples);
+  return { pcm, sampleRate, samples, seconds: samples / sampleRate, id: audioContentId(pcm, sampleRate) };
 }

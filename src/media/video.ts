@@ -5,8 +5,9 @@
 // that is always removed.
 import { createHash } from "node:crypto";
 
-import { AbortError, MultimodalLMError, VideoError } from "../errors.js";
-import { invalidParameter, is, optionalInteger, optionalNumber, optionalSignal, rejectUnknownKeys } from "../validate.js";
+import { AbortError, AudioError, MultimodalLMError, VideoError } from "../errors.js";
+import { invalidParameter, is, optionalBoolean, optionalInteger, optionalNumber, optionalSignal, rejectUnknownKeys } from "../validate.js";
+import { decodeAudioFile, validateAudioOptions, type AudioOptions, type DecodedAudio } from "./audio.js";
 import { ffmpegReason, findFfmpeg, INPUT_GUARDS, runTool, type FfmpegBinaries } from "./ffmpeg.js";
 import { validateFetchLimits, type FetchLimits } from "./fetch.js";
 import { contentId, fitPixelBudget, validateImageOptions, type DecodedImage } from "./image.js";
@@ -44,6 +45,12 @@ export interface VideoOptions {
   timestamps?: number | false;
   /** Text put before the frames in a prompt. Default "Video:" (as llama.cpp does). */
   prefix?: string;
+  /**
+   * Also read the video's sound track (between start and end), for models that take audio (omni
+   * models such as Qwen2.5-Omni). It goes into the prompt after the frames. A video without a
+   * sound track is refused (E_AUDIO_DECODE). Default false.
+   */
+  audio?: boolean;
   /** Path of the ffmpeg binary (see findFfmpeg for the search order). */
   ffmpeg?: string;
   /** Path of the ffprobe binary. */
@@ -69,6 +76,7 @@ export interface ResolvedVideoOptions {
   timeoutMs: number;
   timestamps: number;
   prefix: string;
+  audio: boolean;
   ffmpeg: string | undefined;
   ffprobe: string | undefined;
   fetch: Required<FetchLimits>;
@@ -102,6 +110,8 @@ export interface VideoFrame extends DecodedImage {
 
 export interface DecodedVideo {
   frames: VideoFrame[];
+  /** With the `audio` option: the sound track between start and end, as loadAudio decodes a clip. */
+  audio?: DecodedAudio;
   info: VideoInfo;
   /** sha256 over the frames' ids. */
   id: string;
@@ -138,6 +148,7 @@ export const VIDEO_OPTION_KEYS = [
   "timeoutMs",
   "timestamps",
   "prefix",
+  "audio",
   "ffmpeg",
   "ffprobe",
   "fetch",
@@ -179,6 +190,7 @@ export function validateVideoOptions(options: unknown, name = "options"): Resolv
     else throw invalidParameter(`${name}.timestamps`, "seconds between timestamps (a number, 0 or false to turn them off)", o.timestamps);
   }
   if (o.prefix !== undefined && !is.string(o.prefix)) throw invalidParameter(`${name}.prefix`, "a string", o.prefix);
+  const audio = optionalBoolean(`${name}.audio`, o.audio, false);
   for (const key of ["ffmpeg", "ffprobe"] as const) {
     if (o[key] !== undefined && (!is.string(o[key]) || o[key].length === 0)) throw invalidParameter(`${name}.${key}`, "a path to an executable", o[key]);
   }
@@ -198,6 +210,7 @@ export function validateVideoOptions(options: unknown, name = "options"): Resolv
     timeoutMs,
     timestamps,
     prefix: (o.prefix as string | undefined) ?? DEFAULT_VIDEO_PREFIX,
+    audio,
     ffmpeg: o.ffmpeg as string | undefined,
     ffprobe: o.ffprobe as string | undefined,
     fetch,
@@ -395,6 +408,10 @@ export function extractionArgs(
     "-dn",
     "-vf",
     filters.join(","),
+    // Each filtered frame exactly once: the default for raw output (cfr) fills the gap before the
+    // first tick with copies of it when the input has other streams (a sound track) starting at 0.
+    "-fps_mode",
+    "passthrough",
     "-frames:v",
     String(unique.length),
     "-pix_fmt",
@@ -408,6 +425,10 @@ export function extractionArgs(
 export interface LoadVideoPlanOptions {
   /** Make the frame count even (models that merge pairs of frames). */
   pairs?: boolean;
+  /** With the `audio` option: the rate to decode the sound at (the projector's; default 16 000 Hz). */
+  audioSampleRate?: number;
+  /** With the `audio` option: the limits on the sound track (maxSeconds, timeoutMs). Its ffmpeg is the video's. */
+  audioOptions?: Omit<AudioOptions, "signal" | "ffmpegPath" | "fetch">;
 }
 
 /** The plan for one video, before any frame is decoded. */
@@ -418,15 +439,19 @@ export interface VideoPlan {
   /** The size every frame is decoded at (the pixel budget applied). */
   width: number;
   height: number;
+  /** With the `audio` option: the sound track's length (it is decoded to be measured). */
+  audio?: { samples: number; seconds: number };
 }
 
-interface Prepared extends VideoPlan {
+interface Prepared extends Omit<VideoPlan, "audio"> {
   opts: ResolvedVideoOptions;
   tools: FfmpegBinaries;
   source: FileSource;
   probed: ProbeResult;
   plan: FramePlan;
   deadline: number;
+  /** The sound track, when the `audio` option asked for it. */
+  sound: DecodedAudio | undefined;
 }
 
 /** Validates, finds ffmpeg, reads the source, probes and plans; then runs `body` and cleans up. */
@@ -459,15 +484,37 @@ async function withPlan<T>(input: VideoInput, options: VideoOptions | undefined,
           "Sample fewer frames (fps, maxFrames, numFrames), shrink them (maxPixels), or raise maxTotalBytes.",
       );
     }
-    return await body({ opts, tools, source, probed, plan, deadline, info, timestamps: plan.timestamps, ...size });
+    const sound = opts.audio ? await readSoundTrack(tools, source, info, opts, planOptions) : undefined;
+    return await body({ opts, tools, source, probed, plan, deadline, sound, info, timestamps: plan.timestamps, ...size });
   } finally {
     await source.cleanup();
   }
 }
 
-/** Probes a video and plans its frames without decoding any: what `loadVideo` would return, sizes only. */
+/**
+ * The sound between start and end, decoded with the video's ffmpeg at the given rate. Checked
+ * before any frame is decoded: a video without sound fails fast.
+ */
+async function readSoundTrack(tools: FfmpegBinaries, source: FileSource, info: VideoInfo, opts: ResolvedVideoOptions, planOptions: LoadVideoPlanOptions): Promise<DecodedAudio> {
+  if (!info.hasAudio) {
+    throw new AudioError(
+      "E_AUDIO_DECODE",
+      `${source.label} has no sound track, so its audio cannot be read (the video's audio option is on). Leave audio off for this video, or give one with sound.`,
+    );
+  }
+  const audioOpts = validateAudioOptions({ ...planOptions.audioOptions, signal: opts.signal }, "audio");
+  return decodeAudioFile(tools.ffmpeg, source, planOptions.audioSampleRate ?? 16000, audioOpts, { start: opts.start, end: opts.end });
+}
+
+/** Probes a video and plans its frames without decoding any: what `loadVideo` would return, sizes only (its sound, with `audio`, is decoded to be measured). */
 export async function planVideo(input: VideoInput, options?: VideoOptions, planOptions: LoadVideoPlanOptions = {}): Promise<VideoPlan> {
-  return withPlan(input, options, planOptions, async ({ info, timestamps, width, height }) => ({ info, timestamps, width, height }));
+  return withPlan(input, options, planOptions, async ({ info, timestamps, width, height, sound }) => ({
+    info,
+    timestamps,
+    width,
+    height,
+    ...(sound ? { audio: { samples: sound.samples, seconds: sound.seconds } } : {}),
+  }));
 }
 
 /**
@@ -475,7 +522,7 @@ export async function planVideo(input: VideoInput, options?: VideoOptions, planO
  * Frames are RGB at the per-frame pixel budget, in time order, each with its instant.
  */
 export async function loadVideo(input: VideoInput, options?: VideoOptions, planOptions: LoadVideoPlanOptions = {}): Promise<DecodedVideo> {
-  return withPlan(input, options, planOptions, async ({ opts, tools, source, probed, plan, deadline, info, width, height }) => {
+  return withPlan(input, options, planOptions, async ({ opts, tools, source, probed, plan, deadline, sound, info, width, height }) => {
     const size = { width, height };
     const frameBytes = width * height * 3;
     const unique = [...new Set(plan.timestamps)];
@@ -527,6 +574,6 @@ export async function loadVideo(input: VideoInput, options?: VideoOptions, planO
     const id = createHash("sha256")
       .update(frames.map((f) => f.id).join(","))
       .digest("hex");
-    return { frames, info, id };
+    return { frames, ...(sound ? { audio: sound } : {}), info, id };
   });
 }

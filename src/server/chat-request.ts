@@ -148,7 +148,8 @@ function readPixels(kwargs: Record<string, unknown>, param: string): { minPixels
 /**
  * Media options: vllm-mlx's video_fps / video_max_frames, then LMDeploy's media_io_kwargs.video
  * (num_frames, fps, max_frames) and mm_processor_kwargs ({image,video}.{min,max}_pixels; flat
- * min/max_pixels apply to both). num_frames, when given, wins over fps, as in LMDeploy.
+ * min/max_pixels apply to both; use_audio_in_video, as vLLM takes it for Qwen2.5-Omni). num_frames,
+ * when given, wins over fps, as in LMDeploy.
  */
 function readMediaOptions(body: Record<string, unknown>): { image: CallImageOptions; video: CallVideoOptions } {
   const video: CallVideoOptions = {};
@@ -166,6 +167,12 @@ function readMediaOptions(body: Record<string, unknown>): { image: CallImageOpti
   if (numFrames !== undefined) video.numFrames = numFrames;
 
   const processor = object(body, "mm_processor_kwargs");
+  // vLLM's switch for Qwen2.5-Omni: also read each video's sound track.
+  const audio = field(processor, "use_audio_in_video");
+  if (audio !== undefined) {
+    if (!is.bool(audio)) throw invalid("mm_processor_kwargs.use_audio_in_video", "true or false", audio);
+    video.audio = audio;
+  }
   const shared = readPixels(processor, "mm_processor_kwargs");
   const image = { ...shared, ...readPixels(object(processor, "image", "mm_processor_kwargs.image"), "mm_processor_kwargs.image") };
   Object.assign(video, shared, readPixels(object(processor, "video", "mm_processor_kwargs.video"), "mm_processor_kwargs.video"));
@@ -199,6 +206,7 @@ const PARAM_NAMES: ReadonlyArray<[string, string]> = [
   ["parallelToolCalls", "parallel_tool_calls"],
   ["topLogprobs", "top_logprobs"],
   ["logitBias", "logit_bias"],
+  ["video.audio", "mm_processor_kwargs.use_audio_in_video"],
 ];
 
 /**

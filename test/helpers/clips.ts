@@ -70,6 +70,12 @@ export function vfrClip(file: string, times: number[]): string {
   return file;
 }
 
+/** A copy of an MP4 `video` with a sound track muxed in (the video stream copied, a 44.1 kHz AAC sweep for its duration). */
+export function withSoundTrack(video: string, file: string, seconds: number): string {
+  ffmpeg(["-i", video, "-f", "lavfi", "-i", `aevalsrc=sin(2*PI*(200+150*t)*t):s=44100:d=${seconds}`, "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest", file]);
+  return file;
+}
+
 /** An AAC-in-MP4 file with no video stream. */
 export function audioOnlyClip(file: string): string {
   ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", file]);
