@@ -1,6 +1,7 @@
 // The built CLI (lib/cli/index.js, compiled by `npm run build:ts`) run as a subprocess on the tiny
-// Qwen2-VL model: describe, chat and serve, each compared with the same call made in-process.
-import { spawn, type ChildProcess } from "node:child_process";
+// Qwen2-VL model (audio on the tiny Qwen2.5-Omni model): describe, chat and serve, each compared
+// with the same call made in-process.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -9,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import { MultimodalLM, type ChatMessage } from "../src/index.js";
 import { ensureTestModel, writeTestImage, type TestModelFiles } from "../src/test-models/index.js";
-import { ffmpegAvailable } from "./helpers/clips.js";
+import { ffmpegAvailable, withSoundTrack } from "./helpers/clips.js";
 
 const root = path.resolve(import.meta.dirname, "..");
 const CLI = path.join(root, "lib", "cli", "index.js");
@@ -483,5 +484,54 @@ describe("serve", () => {
     expect(dir.code).toBe(1);
     expect(dir.stderr).toMatch(/^multimodal-lm: .*nope/);
     expect(dir.stdout).toBe("");
+  });
+});
+
+describe("audio (qwen25omni-tiny, which takes images, video and audio)", () => {
+  let omni: TestModelFiles;
+  let olm: MultimodalLM;
+  let wav: string;
+  let withSound: string;
+  beforeAll(async () => {
+    omni = await ensureTestModel("qwen25omni-tiny");
+    olm = await MultimodalLM.load({ model: omni.model, mmproj: omni.mmproj });
+    wav = path.join(tmp, "tone.wav");
+    const tone = spawnSync("ffmpeg", ["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000:duration=2", wav]);
+    if (tone.status !== 0) throw new Error(tone.stderr.toString());
+    withSound = withSoundTrack(MP4, path.join(tmp, "sample-sound.mp4"), 4);
+  });
+  afterAll(() => olm?.dispose());
+  const run = (args: string[], input?: string) => cli([...args, "-m", omni.model, "--mmproj", omni.mmproj, ...GREEDY_FLAGS], { input });
+
+  it("describe transcribes an audio file (describeAudio's prompt) and keeps media in the order given", async () => {
+    const transcript = await run(["describe", wav]);
+    expect(transcript.code, transcript.stderr).toBe(0);
+    expect(transcript.stdout).toBe(`${await olm.describeAudio(wav, greedy)}\n`);
+    const mixed = await run(["describe", wav, PNG]);
+    const expected = await olm.chat({
+      messages: [{ role: "user", content: [{ type: "audio", audio: wav }, { type: "image", image: PNG }, { type: "text", text: "Describe these images and audio clips." }] }],
+      ...greedy,
+    });
+    expect(mixed.stdout).toBe(`${expected.text}\n`);
+  });
+
+  it("--video-audio sends a video's sound after its frames, as describeVideo({ audio: true })", async () => {
+    const heard = await run(["describe", withSound, "--fps", "1", "--video-audio"]);
+    expect(heard.code, heard.stderr).toBe(0);
+    expect(heard.stdout).toBe(`${await olm.describeVideo(withSound, { fps: 1, audio: true, ...greedy })}\n`);
+    const silent = await run(["describe", MP4, "--video-audio"]);
+    expectOneLineError(silent, /has no sound track/);
+  });
+
+  it("chat: /audio attaches a clip to the next message", async () => {
+    const expected = (await olm.chat({ messages: [{ role: "user", content: [{ type: "audio", audio: wav }, { type: "text", text: "What is it?" }] }], ...greedy })).text;
+    const chat = await run(["chat"], `/audio ${wav}\nWhat is it?\n/quit\n`);
+    expect(chat.code, chat.stderr).toBe(0);
+    expect(chat.stdout).toBe(`${expected}\n`);
+    expect(chat.stderr).toBe(`attached audio ${wav}\n`);
+  });
+
+  it("audio given to a vision-only model is one line naming the fix", async () => {
+    expectOneLineError(await cli(["describe", wav, "-m", files.model, ...GREEDY_FLAGS]), /cannot read audio.*Load a projector that supports audio/);
   });
 });

@@ -19,7 +19,7 @@ import {
   type SamplingFlags,
   type VideoFlags,
 } from "./flags.js";
-import { checkImageInput, checkVideoInput } from "./inputs.js";
+import { checkImageInput, checkVideoInput, type MediaKind } from "./inputs.js";
 import { loadModel } from "./model.js";
 import { progressBar } from "./progress.js";
 import { isAbortError, reportError, summary } from "./report.js";
@@ -33,14 +33,15 @@ interface ChatFlags extends LoadFlags, SamplingFlags, VideoFlags {
 
 const COMMANDS = `Commands:
   /image <path|url>  attach an image to the next message
-  /video <path|url>  attach a video to the next message
+  /video <path|url>  attach a video to the next message (--video-audio: with its sound)
+  /audio <path|url>  attach an audio clip to the next message (models that take audio)
   /reset             forget the conversation (the --system message stays)
   /help              show this list
   /exit, /quit       leave (also Ctrl-D)
 Ctrl-C stops a reply; at the prompt it leaves.`;
 
 export function chatCommand(): Command {
-  const command = new Command("chat").description("chat in the terminal, with images and videos attached by /image and /video");
+  const command = new Command("chat").description("chat in the terminal, with images, videos and audio attached by /image, /video and /audio");
   addModelOption(command);
   command.option("--system <text>", "system message that starts the conversation");
   addLoadOptions(command);
@@ -142,7 +143,8 @@ class ChatSession {
     switch (command) {
       case "/image":
       case "/video":
-        await this.attach(command === "/image" ? "image" : "video", argument);
+      case "/audio":
+        await this.attach(command.slice(1) as MediaKind, argument);
         return false;
       case "/reset":
         this.history = this.fresh();
@@ -161,7 +163,7 @@ class ChatSession {
     }
   }
 
-  private async attach(kind: "image" | "video", input: string): Promise<void> {
+  private async attach(kind: MediaKind, input: string): Promise<void> {
     if (input === "") {
       process.stderr.write(`multimodal-lm: /${kind} needs a path or URL: /${kind} <path|url>\n`);
       return;
@@ -171,10 +173,10 @@ class ChatSession {
     } catch (error) {
       if (!(error instanceof MultimodalLMError)) throw error;
       reportError(error);
-      if (kind === "image" && error.code === "E_IMAGE_DECODE") process.stderr.write("(for a video, use /video)\n");
+      if (kind === "image" && error.code === "E_IMAGE_DECODE") process.stderr.write("(for a video, use /video; for sound, /audio)\n");
       return;
     }
-    this.attached.push(kind === "image" ? { type: "image", image: input } : { type: "video", video: input });
+    this.attached.push(kind === "image" ? { type: "image", image: input } : kind === "audio" ? { type: "audio", audio: input } : { type: "video", video: input });
     process.stderr.write(`attached ${kind} ${input}\n`);
   }
 

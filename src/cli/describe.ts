@@ -1,4 +1,4 @@
-// `multimodal-lm describe`: one request with every image and video given, streamed to stdout.
+// `multimodal-lm describe`: one request with every image, video and audio clip given, streamed to stdout.
 import { Command } from "commander";
 
 import type { ChatContentPart } from "../messages.js";
@@ -28,20 +28,29 @@ interface DescribeFlags extends LoadFlags, SamplingFlags, VideoFlags {
   verbose?: boolean;
 }
 
-/** "Describe this image.", "Describe these videos.", "Describe these images and videos." */
+/**
+ * "Describe this image.", "Describe these videos.", "Describe these images and videos."; audio
+ * alone is transcribed ("Transcribe this audio.", as describeAudio), with other media described.
+ */
 export function defaultPrompt(media: MediaInput[]): string {
-  const images = media.filter((m) => m.kind === "image").length;
-  const videos = media.length - images;
+  const count = (kind: MediaInput["kind"]) => media.filter((m) => m.kind === kind).length;
+  const audios = count("audio");
+  if (audios === media.length) return audios === 1 ? "Transcribe this audio." : "Transcribe these audio clips.";
   if (media.length === 1) return `Describe this ${media[0]!.kind}.`;
-  if (videos === 0) return "Describe these images.";
-  if (images === 0) return "Describe these videos.";
-  return "Describe these images and videos.";
+  const names = [
+    ["images", count("image")],
+    ["videos", count("video")],
+    ["audio clips", audios],
+  ]
+    .filter(([, n]) => (n as number) > 0)
+    .map(([name]) => name as string);
+  return `Describe these ${names.length === 1 ? names[0] : `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`}.`;
 }
 
 export function describeCommand(): Command {
   const command = new Command("describe")
-    .description("describe images and videos: all inputs go into one request, in order, and the answer streams to stdout")
-    .argument("<inputs...>", "image or video files, or URLs (http(s):, data:, file:)");
+    .description("describe images and videos, or transcribe audio: all inputs go into one request, in order, and the answer streams to stdout")
+    .argument("<inputs...>", "image, video or audio files, or URLs (http(s):, data:, file:)");
   addModelOption(command);
   command.option("-p, --prompt <text>", 'the question (default: "Describe this image.", "Describe this video.", "Describe these images." ...)');
   addLoadOptions(command);
@@ -52,9 +61,13 @@ export function describeCommand(): Command {
     .option("--verbose", "print token counts and speeds on stderr")
     .addHelpText(
       "after",
-      "\nA local file is an image when sharp can read it, else a video. An http(s) URL is a video when its path\n" +
-        "ends in a video extension (.mp4, .webm, .mov, .mkv, ...), else an image.\n\n" +
-        "Example:\n  multimodal-lm describe photo.jpg clip.mp4 -m model.gguf --fps 1 -p \"What changed?\"",
+      "\nA local file is an image when sharp can read it, else an audio clip when its extension is an audio one\n" +
+        "(.wav, .mp3, .flac, .ogg, .opus, .m4a, ...), else a video. An http(s) URL is a video or an audio clip when\n" +
+        "its path ends in such an extension, else an image; a data: URL goes by its type. Audio needs a model that\n" +
+        "takes it (an audio projector: Ultravox, Qwen2-Audio, Qwen2.5-Omni).\n\n" +
+        "Examples:\n  multimodal-lm describe photo.jpg clip.mp4 -m model.gguf --fps 1 -p \"What changed?\"\n" +
+        "  multimodal-lm describe interview.mp3 -m ultravox.gguf\n" +
+        "  multimodal-lm describe talk.mp4 -m qwen2.5-omni.gguf --video-audio",
     )
     .action((inputs: string[], flags: DescribeFlags) => describe(inputs, flags));
   return command;
@@ -78,14 +91,17 @@ async function describe(inputs: string[], flags: DescribeFlags): Promise<void> {
       };
       let stream: TextStream<GenerateResult>;
       const firstVideo = media.findIndex((m) => m.kind === "video");
-      if (firstVideo < 0 || media.slice(firstVideo).every((m) => m.kind === "video")) {
+      const hasAudio = media.some((m) => m.kind === "audio");
+      if (!hasAudio && (firstVideo < 0 || media.slice(firstVideo).every((m) => m.kind === "video"))) {
         // generate() puts images before videos, which is the order given here.
         const images = media.filter((m) => m.kind === "image").map((m) => m.input);
         const videos = media.filter((m) => m.kind === "video").map((m) => m.input);
         stream = lm.generateStream({ prompt, images, videos, ...options });
       } else {
-        // A video before an image: only content parts keep that order.
-        const parts: ChatContentPart[] = media.map((m) => (m.kind === "image" ? { type: "image", image: m.input } : { type: "video", video: m.input }));
+        // A video before an image, or audio: content parts keep the order given.
+        const parts: ChatContentPart[] = media.map((m): ChatContentPart =>
+          m.kind === "image" ? { type: "image", image: m.input } : m.kind === "audio" ? { type: "audio", audio: m.input } : { type: "video", video: m.input },
+        );
         stream = lm.chatStream({ messages: [{ role: "user", content: [...parts, { type: "text", text: prompt }] }], ...options });
       }
       try {

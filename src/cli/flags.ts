@@ -82,6 +82,7 @@ export interface VideoFlags {
   fps?: number;
   maxFrames?: number;
   numFrames?: number;
+  videoAudio?: boolean;
 }
 
 export const MODEL_ENV = "MULTIMODAL_LM_MODEL";
@@ -123,6 +124,7 @@ export function addVideoOptions(command: Command): Command {
   addNumberOption(command, "--fps <n>", "video frames sampled per second (default: 2)", { positive: true });
   addNumberOption(command, "--max-frames <n>", "at most this many frames per video (default: 32)", { integer: true, min: 1 });
   addNumberOption(command, "--num-frames <n>", "exactly this many frames per video, spread evenly (overrides --fps, --max-frames)", { integer: true, min: 1 });
+  command.option("--video-audio", "also send each video's sound track, after its frames (omni models such as Qwen2.5-Omni)");
   return command;
 }
 
@@ -148,5 +150,5 @@ export function samplingFrom(flags: SamplingFlags): SamplingOptions {
 }
 
 export function videoFrom(flags: VideoFlags): CallVideoOptions {
-  return defined({ fps: flags.fps, maxFrames: flags.maxFrames, numFrames: flags.numFrames });
+  return defined({ fps: flags.fps, maxFrames: flags.maxFrames, numFrames: flags.numFrames, audio: flags.videoAudio });
 }
