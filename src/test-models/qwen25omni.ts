@@ -11,9 +11,9 @@
  *   the others within 112-pixel windows; 2 here, so both kinds run).
  */
 import { GGMLType } from "../gguf/types.js";
-import { GGUFWriter } from "../gguf/writer.js";
-import { QK_STD, addLinear, fileTypeOf, setClipBase, type VisionShape, type VisionWeights } from "./layers.js";
-import { addQwenPatchEmbedding, buildQwenVLText, type Qwen2VLDims } from "./qwen2vl.js";
+import type { GGUFWriter } from "../gguf/writer.js";
+import { QK_STD, addLinear, type VisionShape, type VisionWeights } from "./layers.js";
+import { addQwenPatchEmbedding, buildQwenVLText, qwenVisionMmproj, type Qwen2VLDims } from "./qwen2vl.js";
 import { constantFill } from "./random.js";
 import type { RecipeBuild, RecipeOptions } from "./recipe.js";
 import { addWhisperEncoder, setAudioClipKeys, type WhisperShape } from "./whisper.js";
@@ -102,18 +102,7 @@ export function buildQwen25Omni(d: Qwen25OmniDims, o: RecipeOptions): RecipeBuil
 
   const v = d.vision;
   const a = d.audio;
-  const mmproj = new GGUFWriter();
-  setClipBase(mmproj, {
-    name: `${d.name}-mmproj`,
-    projectorType: "qwen2.5o",
-    ...v,
-    patchSize: 14,
-    projectionDim: t.nEmbd,
-    eps: 1e-6,
-    mean: [0.48145466, 0.4578275, 0.40821073],
-    std: [0.26862954, 0.26130258, 0.27577711],
-    fileType: fileTypeOf(o.visionType),
-  });
+  const mmproj = qwenVisionMmproj(`${d.name}-mmproj`, "qwen2.5o", v, t.nEmbd, o);
   mmproj.setBool("clip.has_audio_encoder", true);
   mmproj.setBool("clip.use_silu", true);
   mmproj.setUint32("clip.vision.n_wa_pattern", v.windowPattern);

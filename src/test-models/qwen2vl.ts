@@ -101,23 +101,29 @@ export function addQwenPatchEmbedding(w: GGUFWriter, nEmbd: number, o: RecipeOpt
   for (const name of ["v.patch_embd.weight", "v.patch_embd.weight.1"]) addNormal(w, name, [14, 14, 3, nEmbd], patchType, o.seed);
 }
 
-export function buildQwen2VL(d: Qwen2VLDims, o: RecipeOptions): RecipeBuild {
-  const t = d.text;
-  const text = buildQwenVLText(d, o, QWEN2VL_SPECIALS, QWEN2VL_CHAT_TEMPLATE);
-
-  const v = d.vision;
+/** A new mmproj with the Qwen-VL vision keys: 14 px patches, CLIP's normalisation, RMS/LayerNorm epsilon 1e-6. */
+export function qwenVisionMmproj(name: string, projectorType: string, v: Qwen2VLDims["vision"], projectionDim: number, o: RecipeOptions): GGUFWriter {
   const mmproj = new GGUFWriter();
   setClipBase(mmproj, {
-    name: `${d.name}-mmproj`,
-    projectorType: "qwen2vl_merger",
+    name,
+    projectorType,
     ...v,
     patchSize: 14,
-    projectionDim: t.nEmbd,
+    projectionDim,
     eps: 1e-6,
     mean: [0.48145466, 0.4578275, 0.40821073],
     std: [0.26862954, 0.26130258, 0.27577711],
     fileType: fileTypeOf(o.visionType),
   });
+  return mmproj;
+}
+
+export function buildQwen2VL(d: Qwen2VLDims, o: RecipeOptions): RecipeBuild {
+  const t = d.text;
+  const text = buildQwenVLText(d, o, QWEN2VL_SPECIALS, QWEN2VL_CHAT_TEMPLATE);
+
+  const v = d.vision;
+  const mmproj = qwenVisionMmproj(`${d.name}-mmproj`, "qwen2vl_merger", v, t.nEmbd, o);
   mmproj.setUint32("clip.vision.spatial_merge_size", 2);
   const vo = { seed: o.seed, matrixType: o.visionType };
   addQwenPatchEmbedding(mmproj, v.nEmbd, o);
