@@ -4,7 +4,9 @@
 #include <filesystem>
 
 #include "engine-state.h"
+#include "gguf-check.h"
 #include "gguf.h"
+#include "mtmd.h"
 
 namespace mmlm {
 
@@ -94,6 +96,7 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
         throw CodedError("E_MODEL_LOAD",
                          withDetail("model " + p.model + " is not a valid GGUF file", sink_->takeErrors()));
     }
+    if (p.vocabOnly) return loadVocabOnly(p, textMeta.architecture, t0);
     if (!readGguf(p.mmproj, projMeta)) {
         throw CodedError("E_MODEL_LOAD",
                          withDetail("mmproj " + p.mmproj + " is not a valid GGUF file", sink_->takeErrors()));
@@ -117,6 +120,7 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
                                              "(its frame stacking pads wrongly for this width); this build cannot "
                                              "run it");
     }
+    checkModelFiles(p.model, p.mmproj, p.chatTemplate);
 
     // Progress is shared between the two files by size.
     auto sizeOf = [](const std::string& path) {
@@ -283,6 +287,33 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
     imageCache_.reset(p.imageCacheBytes);
     state_ = std::move(state);
     if (progress) progress(1.0f);
+    info.loadMs = nowMs() - t0;
+    return info;
+}
+
+ModelInfo Engine::loadVocabOnly(const LoadParams& p, const std::string& architecture, double t0) {
+    llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = true;
+    auto state = std::make_unique<State>();
+    state->vocabModel.reset(llama_model_load_from_file(p.model.c_str(), mp));
+    state->model = state->vocabModel.get();
+    if (state->model == nullptr) {
+        throw CodedError("E_MODEL_LOAD",
+                         withDetail("llama.cpp could not load the vocabulary of " + p.model, sink_->takeErrors()));
+    }
+    state->vocab = llama_model_get_vocab(state->model);
+    try {
+        state->templates = common_chat_templates_init(state->model, p.chatTemplate);
+    } catch (const std::exception& e) {
+        throw CodedError("E_MODEL_LOAD", std::string("the chat template could not be parsed: ") + e.what());
+    }
+    state->chat = std::make_unique<ChatLayer>(state->templates.get(), state->vocab);
+    ModelInfo info;
+    info.vocabSize = llama_vocab_n_tokens(state->vocab);
+    info.architecture = architecture;
+    info.marker = mtmd_default_marker();
+    info.hasChatTemplate = !p.chatTemplate.empty() || llama_model_chat_template(state->model, nullptr) != nullptr;
+    state_ = std::move(state);
     info.loadMs = nowMs() - t0;
     return info;
 }

@@ -36,6 +36,7 @@ struct Engine::State {
     // Declared so that they are freed in reverse: slots and the projector before the context,
     // the context before the model (held by init).
     common_init_result_ptr init;
+    llama_model_ptr vocabModel;  // a vocabulary-only load (LoadParams::vocabOnly) instead of init
     llama_model* model = nullptr;
     llama_context_ptr context;
     llama_context* ctx = nullptr;

@@ -58,6 +58,9 @@ struct LoadParams {
     uint64_t imageCacheBytes = 0;  // 0: no image embedding cache
     bool reusePrefix = true;       // keep the KV cache between requests and evaluate only what differs
     int32_t parallel = 1;          // slots: sequences decoded together, sharing one unified KV cache
+    // Only the vocabulary and chat templates: tokenize, detokenize and the chat layer work, nothing
+    // runs (no weights, projector or context). The parent side of an isolated engine uses it.
+    bool vocabOnly = false;
 };
 
 struct ModelInfo {
@@ -261,6 +264,7 @@ class Engine {
  private:
     struct State;
     struct Slot;
+    ModelInfo loadVocabOnly(const LoadParams& params, const std::string& architecture, double t0);
     void run();
     bool hasWork() const;
     void step();

@@ -379,6 +379,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             p.imageCacheBytes = static_cast<uint64_t>(cacheBytes.As<Napi::Number>().Int64Value());
         p.reusePrefix = getBool(o, "reusePrefix", p.reusePrefix);
         p.parallel = getInt(o, "parallel", p.parallel);
+        p.vocabOnly = getBool(o, "vocabOnly", p.vocabOnly);
 
         engine_ = std::make_unique<Engine>(sink_.get());
         counter_ = std::make_unique<Worker>();

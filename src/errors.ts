@@ -45,6 +45,11 @@ export type MultimodalLMErrorCode =
   | "E_BUSY"
   /** llama.cpp or mtmd failed while evaluating (an internal error, not bad input). */
   | "E_ENGINE"
+  /**
+   * The engine process (`isolation: "process"`) died while running this request: a native abort,
+   * a segfault, an out-of-memory kill or an exit. Also every call after the supervisor gave up.
+   */
+  | "E_ENGINE_CRASHED"
   /** A JSON schema (responseFormat or a tool's parameters) is not valid, or llama.cpp cannot turn it into a grammar. */
   | "E_INVALID_SCHEMA"
   /** A GBNF grammar does not parse, or admits no output; the message carries llama.cpp's. */
@@ -174,6 +179,30 @@ export class StateError extends MultimodalLMError {
 }
 
 /** llama.cpp or mtmd failed internally. The message names the failing call. */
+/** How the engine process ended. */
+export interface EngineExit {
+  /** The signal that killed it (SIGABRT for a llama.cpp assert, SIGSEGV, SIGKILL for the OOM killer), or null. */
+  signal: NodeJS.Signals | null;
+  /** Its exit code when it exited on its own, or null. */
+  exitCode: number | null;
+  /** The last lines llama.cpp and the engine wrote before it ended (its log and stderr). */
+  logTail: string[];
+}
+
+/** A request the engine process was running when it died, or a call after the supervisor gave up (E_ENGINE_CRASHED). */
+export class EngineCrashedError extends MultimodalLMError {
+  readonly signal: NodeJS.Signals | null;
+  readonly exitCode: number | null;
+  readonly logTail: string[];
+  constructor(message: string, exit: EngineExit, options?: { cause?: unknown }) {
+    super("E_ENGINE_CRASHED", message, options);
+    this.name = "EngineCrashedError";
+    this.signal = exit.signal;
+    this.exitCode = exit.exitCode;
+    this.logTail = exit.logTail;
+  }
+}
+
 export class EngineError extends MultimodalLMError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("E_ENGINE", message, options);

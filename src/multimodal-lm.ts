@@ -1,5 +1,6 @@
 // The public class. Validates in JS, loads images with sharp, renders prompts with the
 // model's chat template (natively), and drives the native engine thread.
+import { EventEmitter } from "node:events";
 import { open, stat } from "node:fs/promises";
 
 import { getBinding } from "./binding.js";
@@ -16,6 +17,7 @@ import {
 } from "./errors.js";
 import { AUDIO_OPTION_KEYS, loadAudio, validateAudioOptions, type AudioInput, type AudioOptions, type DecodedAudio } from "./media/audio.js";
 import { imageSize, loadImage, validateImageOptions, type DecodedImage, type ImageInput, type ImageOptions } from "./media/image.js";
+import { SupervisedEngine, type CrashEvent, type EngineState, type RestartEvent } from "./engine/supervised.js";
 import {
   loadVideo,
   planVideo,
@@ -282,6 +284,8 @@ function toTokenLogprob(t: NativeTokenLogprob): TokenLogprob {
 
 /** A native rejection (Error with a code) as the matching MultimodalLMError. */
 function fromNative(error: unknown, signal?: AbortSignal): unknown {
+  // Already typed (the supervisor's E_ENGINE_CRASHED carries the signal and the log).
+  if (error instanceof MultimodalLMError) return error;
   if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== "string") return error;
   const code = (error as unknown as { code: string }).code as MultimodalLMErrorCode;
   const message = error.message;
@@ -360,6 +364,7 @@ export class MultimodalLM implements AsyncDisposable {
   private native: NativeModel | undefined;
   private modelInfo: NativeModelInfo | undefined;
   private exitRef: WeakRef<NativeModel> | undefined;
+  private readonly events = new EventEmitter();
 
   /** Validates the options; call `load()` next (or use `MultimodalLM.load(options)`). */
   constructor(options: LoadOptions) {
@@ -385,7 +390,7 @@ export class MultimodalLM implements AsyncDisposable {
       if (signal?.aborted) throw new AbortError("Loading was aborted.", { cause: signal.reason });
       await checkGguf(opts.model, "model");
       await checkGguf(opts.mmproj, "mmproj");
-      const native = new (getBinding().NativeModel)();
+      const native: NativeModel = this.options.isolation === "process" ? this.supervise() : new (getBinding().NativeModel)();
       this.native = native;
       this.exitRef = trackForExit(native);
       const logger = this.options.logger ?? defaultLogger;
@@ -404,6 +409,34 @@ export class MultimodalLM implements AsyncDisposable {
     if (this.state !== "loading") throw new StateError("E_DISPOSED", "The model was disposed while loading.");
     this.state = "loaded";
     return this;
+  }
+
+  /**
+   * Listens to the engine process of `isolation: "process"`: "crash" when it dies (with its signal
+   * or exit code, its last log lines, the requests that failed and whether it restarts), "restart"
+   * when a new one serves again. Never emitted in process (`isolation: "none"`).
+   */
+  on(event: "crash", listener: (crash: CrashEvent) => void): this;
+  on(event: "restart", listener: (restart: RestartEvent) => void): this;
+  on(event: "crash" | "restart", listener: (info: CrashEvent & RestartEvent) => void): this {
+    this.events.on(event, listener);
+    return this;
+  }
+
+  off(event: "crash" | "restart", listener: (info: CrashEvent & RestartEvent) => void): this {
+    this.events.off(event, listener);
+    return this;
+  }
+
+  /**
+   * Where the engine runs and how it is: "ready", "restarting" (after a crash), "failed" (the
+   * supervisor gave up) or "starting"; `pid` is the engine process's, with `isolation: "process"`.
+   */
+  get engine(): { isolation: "none" | "process"; state: EngineState; pid: number | undefined } {
+    const native = this.native;
+    if (native instanceof SupervisedEngine) return { isolation: "process", state: native.engineState, pid: native.pid };
+    const state: EngineState = this.state === "loaded" ? "ready" : this.state === "disposed" ? "disposed" : "starting";
+    return { isolation: "none", state, pid: undefined };
   }
 
   /** What was loaded. */
@@ -539,7 +572,7 @@ export class MultimodalLM implements AsyncDisposable {
     const content = this.userContent(prompt, images, videos, audios);
     this.checkMediaKinds([...images.map(() => ({ type: "image" as const })), ...videos.map(() => ({ type: "video" as const })), ...audios.map(() => ({ type: "audio" as const }))]);
     const audio = audios.length > 0 ? this.audioOptions(options.audio, signal) : undefined;
-    const text = raw ? content : this.applyChat(native, [{ role: "user", content }], { toolChoice: "auto", parse: false }).prompt;
+    const text = raw ? content : (await this.applyChat(native, [{ role: "user", content }], { toolChoice: "auto", parse: false })).prompt;
     const imageOptions = this.imageOptions(options.image, signal);
     const video = this.videoOptions(options.video, options.audio, signal);
     if (videos.length > 0) this.checkMediaKinds([{ type: "video" }], video.plan);
@@ -579,7 +612,7 @@ export class MultimodalLM implements AsyncDisposable {
   formatChat(messages: ChatMessage[], options: StructuredOptions = {}): string {
     const native = this.loadedNative();
     const plan = planOutput(options, grammarChecks(native));
-    return this.applyChat(native, parseMessages(messages, this.loaded().marker).messages, plan).prompt;
+    return this.applyChatHere(native, parseMessages(messages, this.loaded().marker).messages, plan).prompt;
   }
 
   /** Cumulative cache and request counters; cheap to read, also while a request runs. */
@@ -616,6 +649,14 @@ export class MultimodalLM implements AsyncDisposable {
   }
 
   // --- internals ---------------------------------------------------------------
+
+  /** The engine in a supervised child process; its events become this object's. */
+  private supervise(): SupervisedEngine {
+    const engine = new SupervisedEngine(this.options.supervisor);
+    engine.events.on("crash", (crash: CrashEvent) => this.events.emit("crash", crash));
+    engine.events.on("restart", (restart: RestartEvent) => this.events.emit("restart", restart));
+    return engine;
+  }
 
   private loaded(): NativeModelInfo {
     if (this.state === "disposed") throw new StateError("E_DISPOSED", "This MultimodalLM has been disposed; create a new one.");
@@ -787,8 +828,35 @@ export class MultimodalLM implements AsyncDisposable {
     return Promise.all(images.map((image) => loadImage(image, options)));
   }
 
-  /** llama.cpp's chat layer on these messages and output options: the prompt, and the grammar for the reply. */
-  private applyChat(native: NativeModel, messages: TemplateMessage[], plan: OutputPlan): NativeChatParams {
+  /**
+   * llama.cpp's chat layer on these messages and output options: the prompt, and the grammar for
+   * the reply. With `isolation: "process"` the template runs in the engine process, since a
+   * template can crash llama.cpp's Jinja engine with some messages (a recursion as deep as a
+   * message is long, say), and then only that process dies.
+   */
+  private async applyChat(native: NativeModel, messages: TemplateMessage[], plan: OutputPlan): Promise<NativeChatParams> {
+    const request = this.chatRequest(messages, plan);
+    let params: NativeChatParams;
+    try {
+      params = native instanceof SupervisedEngine ? await native.applyChatInEngine(nextRequestId++, request) : native.applyChat(request);
+    } catch (error) {
+      throw fromNative(error);
+    }
+    return this.checkTools(params, plan);
+  }
+
+  /** applyChat in this process, for formatChat, which is synchronous. */
+  private applyChatHere(native: NativeModel, messages: TemplateMessage[], plan: OutputPlan): NativeChatParams {
+    let params: NativeChatParams;
+    try {
+      params = native.applyChat(this.chatRequest(messages, plan));
+    } catch (error) {
+      throw fromNative(error);
+    }
+    return this.checkTools(params, plan);
+  }
+
+  private chatRequest(messages: TemplateMessage[], plan: OutputPlan): string {
     const request: Record<string, unknown> = { messages, add_generation_prompt: true };
     if (plan.tools) {
       request.tools = plan.tools;
@@ -797,12 +865,10 @@ export class MultimodalLM implements AsyncDisposable {
       if (plan.parallelToolCalls !== undefined) request.parallel_tool_calls = plan.parallelToolCalls;
     }
     if (plan.schema !== undefined) request.json_schema = plan.schema;
-    let params: NativeChatParams;
-    try {
-      params = native.applyChat(JSON.stringify(request));
-    } catch (error) {
-      throw fromNative(error);
-    }
+    return JSON.stringify(request);
+  }
+
+  private checkTools(params: NativeChatParams, plan: OutputPlan): NativeChatParams {
     if (plan.tools && plan.toolChoice !== "none" && !params.supportsTools) {
       throw new MultimodalLMError(
         "E_TOOLS_UNSUPPORTED",
@@ -841,7 +907,7 @@ export class MultimodalLM implements AsyncDisposable {
     return markers === 0 ? marker.repeat(count) + prompt : prompt;
   }
 
-  private runGenerate(request: GenerateRequest, push: (event: StreamEvent) => void): Promise<GenerateResult> {
+  private async runGenerate(request: GenerateRequest, push: (event: StreamEvent) => void): Promise<GenerateResult> {
     if (!is.object(request)) throw invalidParameter("request", "an object with a prompt", request);
     rejectUnknownKeys("generate()", request, GENERATE_KEYS);
     const native = this.loadedNative();
@@ -856,7 +922,7 @@ export class MultimodalLM implements AsyncDisposable {
       ...(Array.isArray(audios) ? audios : []).map((input, i): MediaRef => ({ type: "audio", input, param: `audios[${i}]` })),
     ];
     const plan = planOutput(request, grammarChecks(native));
-    if (!raw) return this.execute(this.applyChat(native, [{ role: "user", content }], plan), plan, media, request, push);
+    if (!raw) return this.execute(await this.applyChat(native, [{ role: "user", content }], plan), plan, media, request, push);
     // Raw: no template, so no tools; a schema becomes a plain grammar.
     if (plan.tools && plan.toolChoice !== "none") throw invalidParameter("tools", "no tools with raw: true (tools need the chat template)", request.tools);
     const grammar = plan.schema !== undefined ? grammarChecks(native).schemaToGrammar(JSON.stringify(plan.schema)) : plan.grammar;
@@ -870,7 +936,7 @@ export class MultimodalLM implements AsyncDisposable {
     const marker = this.loaded().marker;
     const parsed = parseMessages(request.messages, marker);
     const plan = planOutput(request, grammarChecks(native));
-    const params = this.applyChat(native, parsed.messages, plan);
+    const params = await this.applyChat(native, parsed.messages, plan);
     const markers = countOccurrences(params.prompt, marker);
     if (markers !== parsed.media.length) {
       const videos = parsed.media.filter((m) => m.type === "video").length;

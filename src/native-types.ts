@@ -64,6 +64,8 @@ export interface NativeLoadOptions {
   /** Bound of the image embedding cache in bytes; 0 disables it. */
   imageCacheBytes: number;
   reusePrefix: boolean;
+  /** Only the vocabulary and chat templates (the parent side of an isolated engine). */
+  vocabOnly?: boolean;
 }
 
 export interface NativeModelInfo {

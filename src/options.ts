@@ -3,6 +3,7 @@ import { validateImageOptions, type ImageOptions } from "./media/image.js";
 import { validateAudioOptions, type AudioOptions } from "./media/audio.js";
 import { validateVideoOptions, type VideoOptions } from "./media/video.js";
 import type { NativeGenerateRequest, NativeLoadOptions } from "./native-types.js";
+import { DEFAULT_SUPERVISOR, type SupervisorOptions } from "./engine/supervised.js";
 import { MultimodalLMError } from "./errors.js";
 import {
   invalidParameter,
@@ -65,6 +66,14 @@ export interface LoadOptions {
    * image does not evaluate the image again. Default true.
    */
   reusePrefix?: boolean;
+  /**
+   * Where the engine runs. "none" (default): in this process. "process": in a child process that
+   * a supervisor restarts when llama.cpp crashes (an assert, a segfault, the OOM killer), so a crash
+   * fails the requests it was running and nothing else. Same API; `on("crash" | "restart")` reports it.
+   */
+  isolation?: "none" | "process";
+  /** How the supervisor of `isolation: "process"` restarts the engine. */
+  supervisor?: Partial<SupervisorOptions>;
   /** Defaults for every image this model reads (pixel limit, pixel budget, download limits). */
   image?: Omit<ImageOptions, "signal">;
   /** Defaults for every video this model reads (sampling, frame budget, ffmpeg path, limits, timestamps). */
@@ -97,6 +106,8 @@ const LOAD_KEYS = [
   "warmup",
   "imageCacheBytes",
   "reusePrefix",
+  "isolation",
+  "supervisor",
   "image",
   "video",
   "audio",
@@ -124,6 +135,8 @@ function logLevelFromEnv(env: NodeJS.ProcessEnv): LogLevel {
 
 export interface ResolvedLoadOptions {
   native: NativeLoadOptions;
+  isolation: "none" | "process";
+  supervisor: SupervisorOptions;
   logLevel: number;
   logger: Logger | undefined;
   onProgress: ((fraction: number) => void) | undefined;
@@ -176,6 +189,9 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
     throw invalidParameter("audio.signal", "no signal here (pass signal to each call)", o.audio.signal);
   }
   validateAudioOptions(o.audio, "audio");
+  if (o.isolation !== undefined && o.isolation !== "none" && o.isolation !== "process") {
+    throw invalidParameter("isolation", '"none" or "process"', o.isolation);
+  }
 
   return {
     native: {
@@ -195,6 +211,8 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
       imageCacheBytes: optionalInteger("imageCacheBytes", o.imageCacheBytes, 0, Number.MAX_SAFE_INTEGER, DEFAULT_IMAGE_CACHE_BYTES),
       reusePrefix: optionalBoolean("reusePrefix", o.reusePrefix, true),
     },
+    isolation: o.isolation ?? "none",
+    supervisor: resolveSupervisor(o.supervisor),
     logLevel: LOG_LEVELS[logLevelName as LogLevel],
     logger: o.logger as Logger | undefined,
     onProgress: o.onProgress as ((fraction: number) => void) | undefined,
@@ -202,6 +220,23 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
     image: (o.image ?? {}) as Omit<ImageOptions, "signal">,
     video: (o.video ?? {}) as Omit<VideoOptions, "signal">,
     audio: (o.audio ?? {}) as Omit<AudioOptions, "signal">,
+  };
+}
+
+const SUPERVISOR_KEYS = ["maxRestarts", "windowMs", "backoffMs", "maxBackoffMs", "loadStallMs"] as const;
+
+function resolveSupervisor(value: unknown): SupervisorOptions {
+  if (value === undefined) return { ...DEFAULT_SUPERVISOR };
+  if (!is.object(value)) throw invalidParameter("supervisor", "an object", value);
+  rejectUnknownKeys("supervisor", value, SUPERVISOR_KEYS);
+  const v = value as Partial<SupervisorOptions>;
+  const ms = (key: Exclude<keyof SupervisorOptions, "maxRestarts">) => optionalInteger(`supervisor.${key}`, v[key], 0, 2 ** 31 - 1, DEFAULT_SUPERVISOR[key]);
+  return {
+    maxRestarts: optionalInteger("supervisor.maxRestarts", v.maxRestarts, 0, 1000, DEFAULT_SUPERVISOR.maxRestarts),
+    windowMs: ms("windowMs"),
+    backoffMs: ms("backoffMs"),
+    maxBackoffMs: ms("maxBackoffMs"),
+    loadStallMs: Math.max(1, ms("loadStallMs")),
   };
 }
 

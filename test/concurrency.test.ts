@@ -16,6 +16,7 @@ import { runningChildren } from "../src/media/ffmpeg.js";
 import { liveTempDirs } from "../src/media/video.js";
 import { encodePng, ensureTestModel, testPattern, type TestModelFiles } from "../src/test-models/index.js";
 import { ffmpegAvailable, indexClip } from "./helpers/clips.js";
+import { ISOLATIONS, loader } from "./helpers/isolation.js";
 import { rejection } from "./helpers/rejection.js";
 
 const greedy = { temperature: 0, maxTokens: 12, seed: 42 } as const;
@@ -57,226 +58,230 @@ function mixedRequests(recipe: string): GenerateRequest[] {
   return requests;
 }
 
-describe.each(["qwen2vl-tiny", "smolvlm-tiny"] as const)("continuous batching: %s", (recipe) => {
-  let files: TestModelFiles;
-  let lm: MultimodalLM;
-  let requests: GenerateRequest[];
-  let solo: string[];
+describe.each(ISOLATIONS)("isolation: %s", (isolation) => {
+  const load = loader(isolation);
 
-  beforeAll(async () => {
-    files = await ensureTestModel(recipe);
-    requests = mixedRequests(recipe);
-    // Solo outputs: one slot, no caches, one request at a time.
-    const alone = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 1, reusePrefix: false, imageCacheBytes: 0 });
-    solo = [];
-    for (const request of requests) solo.push((await alone.generate({ ...request, ...greedy })).text);
-    await alone.dispose();
-    lm = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 8 });
-  }, 600_000);
-  afterAll(() => lm?.dispose());
+  describe.each(["qwen2vl-tiny", "smolvlm-tiny"] as const)("continuous batching: %s", (recipe) => {
+    let files: TestModelFiles;
+    let lm: MultimodalLM;
+    let requests: GenerateRequest[];
+    let solo: string[];
 
-  it("8 concurrent greedy requests each give their solo output", async () => {
-    expect(lm.info.parallel).toBe(8);
-    let busy = 0;
-    const watch = setInterval(() => (busy = Math.max(busy, lm.stats.slots.busy)), 1);
-    const results = await Promise.all(requests.map((request) => lm.generate({ ...request, ...greedy })));
-    clearInterval(watch);
-    expect(results.map((r) => r.text)).toEqual(solo);
-    expect(busy).toBeGreaterThan(1);
-    expect(lm.stats.slots).toEqual({ total: 8, busy: 0 });
-    expect(lm.stats.queued).toBe(0);
-  });
+    beforeAll(async () => {
+      files = await ensureTestModel(recipe);
+      requests = mixedRequests(recipe);
+      // Solo outputs: one slot, no caches, one request at a time.
+      const alone = await load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 1, reusePrefix: false, imageCacheBytes: 0 });
+      solo = [];
+      for (const request of requests) solo.push((await alone.generate({ ...request, ...greedy })).text);
+      await alone.dispose();
+      lm = await load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 8 });
+    }, 600_000);
+    afterAll(() => lm?.dispose());
 
-  it("the same requests again, streamed, reuse their slots' prefixes and still match", async () => {
-    const streams = requests.map((request) => lm.generateStream({ ...request, ...greedy }));
-    const texts = await Promise.all(
-      streams.map(async (stream) => {
-        let text = "";
-        for await (const piece of stream) text += piece;
-        return text;
-      }),
-    );
-    expect(texts).toEqual(solo);
-    const results = await Promise.all(streams.map((s) => s.result));
-    // Every prompt was in some slot already: only its last token is evaluated again.
-    for (const r of results) expect(r.cache.evaluatedPositions).toBe(1);
-  });
-
-  it("more requests than slots wait in order and are counted as queued", async () => {
-    const two = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 2 });
-    try {
-      const prompts = ["One", "Two", "Three", "Four", "Five", "Six"];
-      const alone: string[] = [];
-      for (const prompt of prompts) alone.push((await two.generate({ prompt, ...greedy })).text);
-      let queued = 0;
+    it("8 concurrent greedy requests each give their solo output", async () => {
+      expect(lm.info.parallel).toBe(8);
       let busy = 0;
-      const watch = setInterval(() => {
-        queued = Math.max(queued, two.stats.queued);
-        busy = Math.max(busy, two.stats.slots.busy);
-      }, 1);
-      const together = await Promise.all(prompts.map((prompt) => two.generate({ prompt, ...greedy, maxTokens: 24 })));
+      const watch = setInterval(() => (busy = Math.max(busy, lm.stats.slots.busy)), 1);
+      const results = await Promise.all(requests.map((request) => lm.generate({ ...request, ...greedy })));
       clearInterval(watch);
-      expect(two.stats.slots).toEqual({ total: 2, busy: 0 });
-      expect(busy).toBe(2);
-      expect(queued).toBeGreaterThan(0);
-      together.forEach((r, i) => expect(r.text.startsWith(alone[i]!)).toBe(true));
-      expect(two.stats.queued).toBe(0);
-    } finally {
-      await two.dispose();
-    }
-  });
-
-  it("aborting one of 8 running sequences settles it quickly; the other 7 give their solo output", async () => {
-    const long = { prompt: "Go on forever", maxTokens: 100_000, ignoreEos: true, temperature: 0 };
-    const controller = new AbortController();
-    const victim = lm.generateStream({ ...long, signal: controller.signal });
-    const others = requests.slice(0, 7).map((request) => lm.generate({ ...request, ...greedy, maxTokens: 40 }));
-    // Wait until the victim is generating, then abort it.
-    const iterator = victim[Symbol.asyncIterator]();
-    await iterator.next();
-    const aborted = performance.now();
-    controller.abort();
-    const error = await rejection(victim.result);
-    const settledMs = performance.now() - aborted;
-    expect(error.code).toBe("E_ABORTED");
-    expect(settledMs).toBeLessThan(200);
-    const texts = (await Promise.all(others)).map((r) => r.text);
-    // Greedy: 40 tokens begin with the 12 of the solo run.
-    texts.forEach((text, i) => expect(text.startsWith(solo[i]!)).toBe(true));
-  });
-
-  it("countTokens does not wait behind a running generation", async () => {
-    const one = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, parallel: 1 });
-    try {
-      const controller = new AbortController();
-      let pieces = 0;
-      const stream = one.generateStream({ prompt: "Go on", maxTokens: 1_000_000, ignoreEos: true, signal: controller.signal });
-      const reader = (async () => {
-        for await (const piece of stream) if (piece) pieces++;
-      })().catch(() => {});
-      while (pieces === 0) await new Promise((r) => setTimeout(r, 5));
-      const counted = await one.countTokens("How many tokens?", [image(`${recipe}-count.png`, 64, 64, 9)]);
-      expect(counted.mediaChunks).toBeGreaterThan(0);
-      expect(one.stats.slots.busy).toBe(1);
-      controller.abort();
-      await reader;
-    } finally {
-      await one.dispose();
-    }
-  });
-});
-
-describe("two interleaved conversations with images", () => {
-  it("each second turn reuses its own slot's prefix, image included", async () => {
-    const files = await ensureTestModel("qwen2vl-tiny");
-    const lm = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 2 });
-    try {
-      const pictures = [image("conv-a.png", 80, 64, 11), image("conv-b.png", 64, 96, 12)];
-      const first = await Promise.all(
-        pictures.map((picture, i) =>
-          lm.chat({ messages: [{ role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}` }] }], ...greedy }),
-        ),
-      );
-      const second = await Promise.all(
-        pictures.map((picture, i) =>
-          lm.chat({
-            messages: [
-              { role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}` }] },
-              { role: "assistant", content: first[i]!.text },
-              { role: "user", content: "And then?" },
-            ],
-            ...greedy,
-          }),
-        ),
-      );
-      second.forEach((turn, i) => {
-        // All of turn 1's prompt, its image included, came from the slot that ran turn 1.
-        const firstPositions = first[i]!.cache.reusedPositions + first[i]!.cache.evaluatedPositions;
-        expect(turn.cache.reusedPositions).toBeGreaterThanOrEqual(firstPositions);
-        expect(turn.cache.imageCacheHits + turn.cache.imageCacheMisses).toBe(0);
-      });
-    } finally {
-      await lm.dispose();
-    }
-  });
-});
-
-describe("a burst of mixed, poisoned and aborted requests", () => {
-  it("64 requests: every promise settles, good outputs equal solo, nothing is left behind", async () => {
-    const files = await ensureTestModel("qwen2vl-tiny");
-    const requests = mixedRequests("burst");
-    const alone = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 1, reusePrefix: false, imageCacheBytes: 0 });
-    const solo: string[] = [];
-    for (const request of requests) solo.push((await alone.generate({ ...request, ...greedy })).text);
-    await alone.dispose();
-
-    const lm = await MultimodalLM.load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 8 });
-    try {
-      const corrupt = path.join(tmp, "corrupt.png");
-      fs.writeFileSync(corrupt, Buffer.from("not a png at all"));
-      const poisons: Array<[GenerateRequest, string]> = [
-        [{ prompt: "Bad image", images: [corrupt] }, "E_IMAGE_DECODE"],
-        [{ prompt: "Bad base64", images: ["data:image/png;base64,@@@"] }, "E_INVALID_DATA_URL"],
-        [{ prompt: "Missing", images: [path.join(tmp, "missing.png")] }, "E_FILE_NOT_FOUND"],
-        [{ prompt: "x ".repeat(9000) }, "E_CONTEXT_OVERFLOW"],
-      ];
-      // Warm: the slots' first batches allocate what they keep.
-      await Promise.all(requests.map((request) => lm.generate({ ...request, ...greedy })));
-      const rssBefore = process.memoryUsage().rss;
-      type Outcome = Promise<{ kind: "good"; index: number; text: string } | { kind: "poison"; code: string; want: string } | { kind: "aborted"; code: string }>;
-      const outcomes: Outcome[] = [];
-      let aborts = 0;
-      for (let i = 0; i < 64; i++) {
-        if (i % 10 === 9) {
-          const [request, want] = poisons[i % poisons.length]!;
-          outcomes.push(rejection(lm.generate({ ...request, ...greedy })).then((e) => ({ kind: "poison" as const, code: e.code, want })));
-        } else if (i % 6 === 2 && aborts < 10) {
-          aborts++;
-          const controller = new AbortController();
-          const stream = lm.generateStream({ prompt: `Abort me ${i}`, maxTokens: 100_000, ignoreEos: true, temperature: 0, signal: controller.signal });
-          outcomes.push(
-            (async () => {
-              let pieces = 0;
-              try {
-                for await (const piece of stream) if (piece && ++pieces === 3) controller.abort();
-              } catch {
-                // the stream rejects with the abort
-              }
-              return { kind: "aborted" as const, code: (await rejection(stream.result)).code };
-            })(),
-          );
-        } else {
-          const index = i % requests.length;
-          const request = { ...requests[index]!, ...greedy };
-          outcomes.push(
-            i % 2 === 0
-              ? lm.generate(request).then((r) => ({ kind: "good" as const, index, text: r.text }))
-              : (async () => {
-                  let text = "";
-                  for await (const piece of lm.generateStream(request)) text += piece;
-                  return { kind: "good" as const, index, text };
-                })(),
-          );
-        }
-      }
-      const settled = await Promise.all(outcomes);
-      expect(aborts).toBe(10);
-      for (const outcome of settled) {
-        if (outcome.kind === "good") expect(outcome.text).toBe(solo[outcome.index]);
-        else if (outcome.kind === "poison") expect(outcome.code).toBe(outcome.want);
-        else expect(outcome.code).toBe("E_ABORTED");
-      }
-      expect(settled.filter((o) => o.kind === "poison")).toHaveLength(6);
-      expect(lm.stats.slots.busy).toBe(0);
+      expect(results.map((r) => r.text)).toEqual(solo);
+      expect(busy).toBeGreaterThan(1);
+      expect(lm.stats.slots).toEqual({ total: 8, busy: 0 });
       expect(lm.stats.queued).toBe(0);
-      // Still serving, nothing left behind.
-      expect((await lm.generate({ ...requests[1]!, ...greedy })).text).toBe(solo[1]);
-      expect(runningChildren()).toBe(0);
-      expect(liveTempDirs()).toBe(0);
-      if (global.gc) global.gc();
-      expect(process.memoryUsage().rss).toBeLessThan(rssBefore * 1.1);
-    } finally {
-      await lm.dispose();
-    }
-  }, 600_000);
+    });
+
+    it("the same requests again, streamed, reuse their slots' prefixes and still match", async () => {
+      const streams = requests.map((request) => lm.generateStream({ ...request, ...greedy }));
+      const texts = await Promise.all(
+        streams.map(async (stream) => {
+          let text = "";
+          for await (const piece of stream) text += piece;
+          return text;
+        }),
+      );
+      expect(texts).toEqual(solo);
+      const results = await Promise.all(streams.map((s) => s.result));
+      // Every prompt was in some slot already: only its last token is evaluated again.
+      for (const r of results) expect(r.cache.evaluatedPositions).toBe(1);
+    });
+
+    it("more requests than slots wait in order and are counted as queued", async () => {
+      const two = await load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 2 });
+      try {
+        const prompts = ["One", "Two", "Three", "Four", "Five", "Six"];
+        const alone: string[] = [];
+        for (const prompt of prompts) alone.push((await two.generate({ prompt, ...greedy })).text);
+        let queued = 0;
+        let busy = 0;
+        const watch = setInterval(() => {
+          queued = Math.max(queued, two.stats.queued);
+          busy = Math.max(busy, two.stats.slots.busy);
+        }, 1);
+        const together = await Promise.all(prompts.map((prompt) => two.generate({ prompt, ...greedy, maxTokens: 24 })));
+        clearInterval(watch);
+        expect(two.stats.slots).toEqual({ total: 2, busy: 0 });
+        expect(busy).toBe(2);
+        expect(queued).toBeGreaterThan(0);
+        together.forEach((r, i) => expect(r.text.startsWith(alone[i]!)).toBe(true));
+        expect(two.stats.queued).toBe(0);
+      } finally {
+        await two.dispose();
+      }
+    });
+
+    it("aborting one of 8 running sequences settles it quickly; the other 7 give their solo output", async () => {
+      const long = { prompt: "Go on forever", maxTokens: 100_000, ignoreEos: true, temperature: 0 };
+      const controller = new AbortController();
+      const victim = lm.generateStream({ ...long, signal: controller.signal });
+      const others = requests.slice(0, 7).map((request) => lm.generate({ ...request, ...greedy, maxTokens: 40 }));
+      // Wait until the victim is generating, then abort it.
+      const iterator = victim[Symbol.asyncIterator]();
+      await iterator.next();
+      const aborted = performance.now();
+      controller.abort();
+      const error = await rejection(victim.result);
+      const settledMs = performance.now() - aborted;
+      expect(error.code).toBe("E_ABORTED");
+      expect(settledMs).toBeLessThan(200);
+      const texts = (await Promise.all(others)).map((r) => r.text);
+      // Greedy: 40 tokens begin with the 12 of the solo run.
+      texts.forEach((text, i) => expect(text.startsWith(solo[i]!)).toBe(true));
+    });
+
+    it("countTokens does not wait behind a running generation", async () => {
+      const one = await load({ model: files.model, mmproj: files.mmproj, parallel: 1 });
+      try {
+        const controller = new AbortController();
+        let pieces = 0;
+        const stream = one.generateStream({ prompt: "Go on", maxTokens: 1_000_000, ignoreEos: true, signal: controller.signal });
+        const reader = (async () => {
+          for await (const piece of stream) if (piece) pieces++;
+        })().catch(() => {});
+        while (pieces === 0) await new Promise((r) => setTimeout(r, 5));
+        const counted = await one.countTokens("How many tokens?", [image(`${recipe}-count.png`, 64, 64, 9)]);
+        expect(counted.mediaChunks).toBeGreaterThan(0);
+        expect(one.stats.slots.busy).toBe(1);
+        controller.abort();
+        await reader;
+      } finally {
+        await one.dispose();
+      }
+    });
+  });
+
+  describe("two interleaved conversations with images", () => {
+    it("each second turn reuses its own slot's prefix, image included", async () => {
+      const files = await ensureTestModel("qwen2vl-tiny");
+      const lm = await load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 2 });
+      try {
+        const pictures = [image("conv-a.png", 80, 64, 11), image("conv-b.png", 64, 96, 12)];
+        const first = await Promise.all(
+          pictures.map((picture, i) =>
+            lm.chat({ messages: [{ role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}` }] }], ...greedy }),
+          ),
+        );
+        const second = await Promise.all(
+          pictures.map((picture, i) =>
+            lm.chat({
+              messages: [
+                { role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}` }] },
+                { role: "assistant", content: first[i]!.text },
+                { role: "user", content: "And then?" },
+              ],
+              ...greedy,
+            }),
+          ),
+        );
+        second.forEach((turn, i) => {
+          // All of turn 1's prompt, its image included, came from the slot that ran turn 1.
+          const firstPositions = first[i]!.cache.reusedPositions + first[i]!.cache.evaluatedPositions;
+          expect(turn.cache.reusedPositions).toBeGreaterThanOrEqual(firstPositions);
+          expect(turn.cache.imageCacheHits + turn.cache.imageCacheMisses).toBe(0);
+        });
+      } finally {
+        await lm.dispose();
+      }
+    });
+  });
+
+  describe("a burst of mixed, poisoned and aborted requests", () => {
+    it("64 requests: every promise settles, good outputs equal solo, nothing is left behind", async () => {
+      const files = await ensureTestModel("qwen2vl-tiny");
+      const requests = mixedRequests("burst");
+      const alone = await load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 1, reusePrefix: false, imageCacheBytes: 0 });
+      const solo: string[] = [];
+      for (const request of requests) solo.push((await alone.generate({ ...request, ...greedy })).text);
+      await alone.dispose();
+
+      const lm = await load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 8 });
+      try {
+        const corrupt = path.join(tmp, "corrupt.png");
+        fs.writeFileSync(corrupt, Buffer.from("not a png at all"));
+        const poisons: Array<[GenerateRequest, string]> = [
+          [{ prompt: "Bad image", images: [corrupt] }, "E_IMAGE_DECODE"],
+          [{ prompt: "Bad base64", images: ["data:image/png;base64,@@@"] }, "E_INVALID_DATA_URL"],
+          [{ prompt: "Missing", images: [path.join(tmp, "missing.png")] }, "E_FILE_NOT_FOUND"],
+          [{ prompt: "x ".repeat(9000) }, "E_CONTEXT_OVERFLOW"],
+        ];
+        // Warm: the slots' first batches allocate what they keep.
+        await Promise.all(requests.map((request) => lm.generate({ ...request, ...greedy })));
+        const rssBefore = process.memoryUsage().rss;
+        type Outcome = Promise<{ kind: "good"; index: number; text: string } | { kind: "poison"; code: string; want: string } | { kind: "aborted"; code: string }>;
+        const outcomes: Outcome[] = [];
+        let aborts = 0;
+        for (let i = 0; i < 64; i++) {
+          if (i % 10 === 9) {
+            const [request, want] = poisons[i % poisons.length]!;
+            outcomes.push(rejection(lm.generate({ ...request, ...greedy })).then((e) => ({ kind: "poison" as const, code: e.code, want })));
+          } else if (i % 6 === 2 && aborts < 10) {
+            aborts++;
+            const controller = new AbortController();
+            const stream = lm.generateStream({ prompt: `Abort me ${i}`, maxTokens: 100_000, ignoreEos: true, temperature: 0, signal: controller.signal });
+            outcomes.push(
+              (async () => {
+                let pieces = 0;
+                try {
+                  for await (const piece of stream) if (piece && ++pieces === 3) controller.abort();
+                } catch {
+                  // the stream rejects with the abort
+                }
+                return { kind: "aborted" as const, code: (await rejection(stream.result)).code };
+              })(),
+            );
+          } else {
+            const index = i % requests.length;
+            const request = { ...requests[index]!, ...greedy };
+            outcomes.push(
+              i % 2 === 0
+                ? lm.generate(request).then((r) => ({ kind: "good" as const, index, text: r.text }))
+                : (async () => {
+                    let text = "";
+                    for await (const piece of lm.generateStream(request)) text += piece;
+                    return { kind: "good" as const, index, text };
+                  })(),
+            );
+          }
+        }
+        const settled = await Promise.all(outcomes);
+        expect(aborts).toBe(10);
+        for (const outcome of settled) {
+          if (outcome.kind === "good") expect(outcome.text).toBe(solo[outcome.index]);
+          else if (outcome.kind === "poison") expect(outcome.code).toBe(outcome.want);
+          else expect(outcome.code).toBe("E_ABORTED");
+        }
+        expect(settled.filter((o) => o.kind === "poison")).toHaveLength(6);
+        expect(lm.stats.slots.busy).toBe(0);
+        expect(lm.stats.queued).toBe(0);
+        // Still serving, nothing left behind.
+        expect((await lm.generate({ ...requests[1]!, ...greedy })).text).toBe(solo[1]);
+        expect(runningChildren()).toBe(0);
+        expect(liveTempDirs()).toBe(0);
+        if (global.gc) global.gc();
+        expect(process.memoryUsage().rss).toBeLessThan(rssBefore * 1.1);
+      } finally {
+        await lm.dispose();
+      }
+    }, 600_000);
+  });
 });

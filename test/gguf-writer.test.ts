@@ -198,10 +198,36 @@ describe("GGUF writer", () => {
     expect(fs.readdirSync(dir)).toEqual([]);
   });
 
+  it("removes and replaces keys and tensors of a built writer", async () => {
+    const w = new GGUFWriter();
+    w.setString("general.architecture", "llama").setUint32("a", 1).setUint32("b", 2);
+    for (const name of ["x", "y", "z"]) w.addTensor({ name, ne: [32], type: GGMLType.F32, data: new Float32Array(32).fill(name.charCodeAt(0)) });
+    w.deleteKey("a").deleteKey("b").setUint32("b", 3);
+    w.removeTensor("y").removeTensor("x");
+    w.addTensor({ name: "x", ne: [16, 2], type: GGMLType.F32, data: new Float32Array(32).fill(7) });
+    const file = path.join(tmp, "varied.gguf");
+    const { bytes } = await w.write(file);
+
+    const parsed = await read(file);
+    expect(Object.keys(parsed.typedMetadata).filter((k) => !/^(version|tensor_count|kv_count)$/.test(k))).toEqual(["general.architecture", "b"]);
+    expect(parsed.typedMetadata.b?.value).toBe(3);
+    // Offsets follow the remaining tensors only: nothing is left of the removed ones.
+    expect(parsed.tensorInfos.map((t) => [t.name, t.shape.map(Number), Number(t.offset)])).toEqual([
+      ["z", [32], 0],
+      ["x", [16, 2], 128],
+    ]);
+    expect(bytes).toBe(Number(parsed.tensorDataOffset) + 256);
+    const buf = fs.readFileSync(file);
+    expect(buf.readFloatLE(Number(parsed.tensorDataOffset) + 128)).toBe(7);
+  });
+
   it("rejects invalid metadata and tensors with E_INVALID_ARGUMENT", () => {
     const w = new GGUFWriter();
     w.setUint32("a", 1);
     const cases: [string, () => unknown, RegExp][] = [
+      ["delete unset key", () => w.deleteKey("nope"), /"nope" is not set/],
+      ["delete alignment", () => w.deleteKey("general.alignment"), /alignment/],
+      ["remove missing tensor", () => w.removeTensor("nope"), /"nope" is not there/],
       ["duplicate key", () => w.setUint32("a", 2), /already set/],
       ["negative u32", () => w.setUint32("b", -1), /out of range/],
       ["fractional i32", () => w.setInt32("b", 1.5), /Expected an integer/],

@@ -68,6 +68,8 @@ export interface LoadFlags {
   imageCacheMb?: number;
   reusePrefix?: boolean;
   chatTemplateFile?: string;
+  /** serve: where the engine runs. */
+  isolation?: "process" | "none";
 }
 
 export interface SamplingFlags {
@@ -97,6 +99,11 @@ export function addLoadOptions(command: Command, { slots = false }: { slots?: bo
   command.option("--mmproj <gguf>", "multimodal projector GGUF (default: the mmproj*.gguf beside the model)");
   addNumberOption(command, "--ctx-size <n>", "context window of a request in tokens (default: the model's, at most 8192)", { integer: true, min: 16 });
   if (slots) {
+    command.addOption(
+      new Option("--isolation <mode>", 'where the engine runs: "process" (a supervised child process: a llama.cpp crash fails its requests and the engine restarts) or "none" (in this process)')
+        .choices(["process", "none"])
+        .default("process"),
+    );
     addNumberOption(command, "--parallel <n>", "slots: requests decoded together, each with its own --ctx-size of KV cache (default: 4)", {
       integer: true,
       min: 1,
@@ -142,6 +149,7 @@ export function loadOptionsFrom(flags: LoadFlags): Omit<LoadOptions, "model" | "
     gpuLayers: flags.gpuLayers,
     imageCacheBytes: flags.imageCacheMb === undefined ? undefined : Math.round(flags.imageCacheMb * 1024 * 1024),
     reusePrefix: flags.reusePrefix,
+    isolation: flags.isolation,
   });
 }
 

@@ -108,6 +108,28 @@ export class GGUFWriter {
     return this.set(key, { type: GGUFValueType.ARRAY, itemType, value });
   }
 
+  /**
+   * Remove a metadata key, so a built file can be varied (then `set` it again to replace it).
+   * Removing a key that is not set is an error.
+   */
+  deleteKey(key: string): this {
+    if (key === "general.alignment") throw invalid('"general.alignment" follows the GGUFWriter `alignment` option');
+    if (!this.metadata.delete(key)) throw invalid(`Metadata key "${key}" is not set`);
+    return this;
+  }
+
+  /**
+   * Remove a tensor, so a built file can be varied (then `addTensor` it again to replace it).
+   * Removing a tensor that is not there is an error.
+   */
+  removeTensor(name: string): this {
+    const index = this.tensors.findIndex((t) => t.name === name);
+    if (index < 0) throw invalid(`Tensor "${name}" is not there`);
+    this.tensors.splice(index, 1);
+    this.tensorNames.delete(name);
+    return this;
+  }
+
   addTensor(spec: TensorSpec): this {
     const { name, ne, type } = spec;
     if (!name || Buffer.byteLength(name) >= GGML_MAX_NAME) {

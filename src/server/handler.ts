@@ -49,6 +49,8 @@ export interface OpenAIHandler {
 
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_QUEUE = 16;
+/** Seconds a client is asked to wait (Retry-After) while a crashed engine restarts. */
+export const ENGINE_RETRY_AFTER_S = 2;
 
 const OPTION_KEYS = ["modelName", "apiKey", "maxBodyBytes", "maxQueue", "onRequest", "ui", "metrics", ...MEDIA_ACCESS_OPTION_KEYS] as const;
 
@@ -273,6 +275,8 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
       if (failure.internal !== undefined) log.error = failure.internal;
       const headers: Record<string, string> = {};
       if (failure.status === 429) headers["retry-after"] = "1";
+      // The engine is restarting (or gave up: then retrying is still the client's only move).
+      if (failure.body.error.code === "E_ENGINE_CRASHED") headers["retry-after"] = String(ENGINE_RETRY_AFTER_S);
       if (failure.status === 413) headers.connection = "close";
       if (failure.status === 405) headers.allow = work ? "POST" : "GET";
       sendJson(res, failure.status, failure.body, headers);
@@ -306,7 +310,10 @@ export function createOpenAIHandler(lm: MultimodalLM, options: OpenAIHandlerOpti
       }
       if (route === "/health") {
         const up = !closed && lm.isLoaded;
-        sendJson(res, up ? 200 : 503, { status: up ? "ok" : "unavailable", model: modelName });
+        // With isolation: "restarting" while a crashed engine comes back, "failed" once the supervisor gave up.
+        const engine = up ? lm.engine.state : "disposed";
+        const status = !up ? "unavailable" : engine === "ready" ? "ok" : engine;
+        sendJson(res, status === "ok" ? 200 : 503, { status, model: modelName }, status === "restarting" ? { "retry-after": String(ENGINE_RETRY_AFTER_S) } : {});
         return;
       }
       if (metricsRoute && metrics) {

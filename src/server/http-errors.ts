@@ -46,6 +46,8 @@ const STATUS_BY_CODE: Partial<Record<MultimodalLMErrorCode, number>> = {
   E_UNAVAILABLE: 503,
   E_DISPOSED: 503,
   E_NOT_LOADED: 503,
+  // The engine process died while running the request; it restarts by itself (Retry-After).
+  E_ENGINE_CRASHED: 503,
   // The server cannot do what it was asked because of how it is set up: still a server-side error.
   E_FFMPEG_NOT_FOUND: 500,
   E_ENGINE: 500,

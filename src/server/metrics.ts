@@ -142,6 +142,27 @@ export function createServerMetrics(lm: MultimodalLM, load: () => LoadSnapshot):
       if (stats) this.set(stats.imageCache.bytes);
     },
   });
+  // The engine process (isolation: "process"): its crashes and restarts, and whether it serves now.
+  const crashes = new Counter({
+    name: `${PREFIX}engine_crashes_total`,
+    help: "Times the engine process died (a llama.cpp abort, a segfault, the OOM killer); always 0 with --isolation none",
+    registers: [registry],
+  });
+  const restarts = new Counter({
+    name: `${PREFIX}engine_restarts_total`,
+    help: "Times a new engine process took over after a crash",
+    registers: [registry],
+  });
+  lm.on("crash", () => crashes.inc());
+  lm.on("restart", () => restarts.inc());
+  new Gauge({
+    name: `${PREFIX}engine_up`,
+    help: "1 while the engine serves; 0 while it restarts after a crash, or after the supervisor gave up",
+    registers: [registry],
+    collect() {
+      this.set(lm.isLoaded && lm.engine.state === "ready" ? 1 : 0);
+    },
+  });
   mirroredCounter(registry, "prompt_positions_reused_total", "Prompt positions taken from the KV cache of an earlier request (prefix reuse) instead of being evaluated", (s) => s.prefix.reusedPositions, lm);
   mirroredCounter(registry, "prompt_positions_evaluated_total", "Prompt positions evaluated; with the reused ones, all prompt positions", (s) => s.prefix.evaluatedPositions, lm);
 
