@@ -2,6 +2,8 @@
 //   node bench/node-runner.mjs '<job JSON>'   (run.mjs writes the job; see runOurs there)
 // Prints one JSON line on stdout. Times are milliseconds: load from before MultimodalLM.load
 // to after it; everything else from just before the call that starts the request.
+import fs from "node:fs";
+
 import { MultimodalLM } from "../lib/index.js";
 
 const job = JSON.parse(process.argv[2]);
@@ -91,8 +93,28 @@ switch (job.mode) {
     out = { requests: [first, second], stats: lm.stats };
     break;
   }
+  case "crash-restart": {
+    // A request that crashes llama.cpp (job.loadOptions.chatTemplate recurses once per character
+    // of a message), then the time until the supervisor's new engine serves again.
+    const restarted = new Promise((resolve) => lm.on("restart", resolve));
+    const crashed = new Promise((resolve) => lm.on("crash", resolve));
+    const error = await lm.chat({ messages: [{ role: "user", content: "x".repeat(300_000) }], maxTokens: 1 }).catch((e) => e);
+    const crash = await crashed;
+    const restart = await restarted;
+    const after = await timed(() => lm.generateStream({ prompt: prompts.describe, images: [image], ...sampling }));
+    out = { code: error.code, signal: crash.signal, downtimeMs: restart.downtimeMs, reloadMs: restart.loadMs, afterE2eMs: after.e2eMs };
+    break;
+  }
   default:
     throw new Error(`unknown mode ${job.mode}`);
 }
+// Each process's own peak RSS: this one, and the engine process's with isolation: "process".
+const selfRssBytes = process.resourceUsage().maxRSS * 1024;
+let engineRssBytes = null;
+if (lm.engine.pid !== undefined) {
+  const status = fs.readFileSync(`/proc/${lm.engine.pid}/status`, "utf8");
+  const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+  engineRssBytes = kb === undefined ? null : Number(kb) * 1024;
+}
 await lm.dispose();
-process.stdout.write(`${JSON.stringify({ loadMs, ...out })}\n`);
+process.stdout.write(`${JSON.stringify({ loadMs, ...out, selfRssBytes, engineRssBytes })}\n`);

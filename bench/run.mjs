@@ -18,6 +18,7 @@ import {
   AUDIO_METRICS,
   concurrentSummary,
   concurrentTables,
+  median,
   medians,
   ratio,
   sideBySide,
@@ -28,9 +29,19 @@ import {
 } from "./report.mjs";
 import { cleanUp, rssMethod, runNodeScript, scratchDir } from "./spawn.mjs";
 
+const MIB = 1024 * 1024;
+/** The isolation scenario's numbers: each process's own peak RSS (the runner reads both). */
+const ISOLATION_METRICS = [
+  { key: "e2eMs", get: (r) => r.e2eMs },
+  { key: "genTps", get: (r) => (r.genSpanMs > 0 ? ((r.genTokens - 1) / r.genSpanMs) * 1000 : null) },
+  { key: "selfRssMiB", get: (r) => (r.selfRssBytes == null ? null : r.selfRssBytes / MIB) },
+  { key: "engineRssMiB", get: (r) => (r.engineRssBytes == null ? null : r.engineRssBytes / MIB) },
+];
+const fmtNumber = (value, digits) => (value == null ? "n/a" : digits !== undefined ? value.toFixed(digits) : Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(1));
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..");
-const SCENARIOS = ["describe", "audio", "text", "repeat", "chat", "concurrent"];
+const SCENARIOS = ["describe", "audio", "text", "repeat", "chat", "concurrent", "isolation"];
 const MODELS = { small: "smolvlm-256m-bench", large: "qwen2vl-2b-bench", audio: "ultravox-bench" };
 const PROMPTS = {
   describe: "Describe this image in detail.",
@@ -58,7 +69,17 @@ const TARGETS = {
   concurrentClients: 8,
   concurrentTpsRatio: 0.95,
   concurrentTtftP95Ratio: 1.1,
+  // Issue 20: isolation: "process" over in process, on the describe and text requests.
+  isolationE2eRatio: 1.02,
+  isolationGenTpsRatio: 0.98,
+  isolationRestartMs: 10_000,
 };
+// The isolation scenario's crash: a bounded recursion, one level per character of each message,
+// overflows the native stack of llama.cpp's Jinja engine on a 300 000-character message.
+const CRASH_TEMPLATE =
+  "{% macro r(n) %}{% if n > 0 %}{{ r(n - 1) }}{% endif %}{% endmacro %}" +
+  "{% for m in messages %}{{ r(m['content'] | length) }}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" +
+  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 // The audio scenario's clip when --audio is not given: CLIP_SECONDS of a tone sweeping from 150 Hz
 // to 3 kHz, with a 0.4 s burst of white noise every 3 s, made with ffmpeg's lavfi into the bench's
 // temp folder as a mono 16-bit WAV at the model's sample rate (so neither side resamples it, and
@@ -140,12 +161,15 @@ Scenarios (each run is a fresh process, so load time and peak RSS are per run):
             client streams image + question chat completions (-n tokens, EOS ignored) one after
             another; aggregate tok/s, TTFT p50/p95 and time per output token p50, measured at the
             client. About 10 minutes on 2 cores.
+  isolation the describe and text requests of MultimodalLM in process and with isolation: "process" (the
+            engine in a supervised child process): the overhead, and both processes' peak RSS
 
 Targets (from issue 7): describe end-to-end ratio <= ${TARGETS.e2eRatio}; prompt-eval and generation tok/s >= ${TARGETS.tokensPerSecondRatio}x
 the reference; peak RSS <= reference + ${TARGETS.rssExtraMiB} MiB; repeated image TTFT <= ${TARGETS.repeatTtft}x the first request's; second
 chat turn TTFT <= ${TARGETS.chatTtft}x; text-only generation >= ${TARGETS.textVsNodeLlamaCpp}x node-llama-cpp's tok/s. From issue 17, at
 ${TARGETS.concurrentClients} clients: aggregate tok/s >= ${TARGETS.concurrentTpsRatio}x llama-server's, TTFT p95 <= ${TARGETS.concurrentTtftP95Ratio}x llama-server's.
-From issue 19: audio end-to-end ratio <= ${TARGETS.audioE2eRatio}.
+From issue 19: audio end-to-end ratio <= ${TARGETS.audioE2eRatio}. From issue 20, isolated over in process on describe and
+text: end-to-end <= ${TARGETS.isolationE2eRatio}, generation tok/s >= ${TARGETS.isolationGenTpsRatio}.
 
 A scenario that fails is reported and the others still run; the exit status is then 1.`,
   );
@@ -297,7 +321,7 @@ async function main() {
     if (r.promptTokens !== promptTokens) fail(`MultimodalLM (${mode}) evaluated ${r.promptTokens} prompt tokens, not the ${promptTokens} counted first.`);
     return r;
   };
-  const runs = { describe: [], audio: [], text: [], repeat: [], chat: [], concurrent: [] };
+  const runs = { describe: [], audio: [], text: [], repeat: [], chat: [], concurrent: [], isolation: [], restart: [] };
   const R = opts.rounds;
   const resultsDir = path.join(here, "results");
   const stamp = date.replace(/[:.]/g, "-");
@@ -395,6 +419,25 @@ async function main() {
     }
   });
 
+  // The cost of isolation: the same describe and text requests with the engine in this process
+  // and in a supervised child process (two processes: each one's peak RSS is reported).
+  const isolations = { "in process": { isolation: "none" }, "isolation: process": { isolation: "process" } };
+  await scenario("isolation", async () => {
+    for (let round = 1; round <= R; round++) {
+      for (const request of ["describe", "text"]) {
+        for (const side of rotate(Object.keys(isolations), round)) {
+          log(`isolation, round ${round}/${R}: ${request}, ${side}`);
+          runs.isolation.push({ round, request, side, ...(await ours(request, isolations[side])) });
+        }
+      }
+    }
+    // A real crash (a chat template whose recursion is as deep as a message is long) and the restart.
+    for (let round = 1; round <= R; round++) {
+      log(`isolation, round ${round}/${R}: crash and restart`);
+      runs.restart.push({ round, ...(await ours("crash-restart", { isolation: "process", chatTemplate: CRASH_TEMPLATE })) });
+    }
+  });
+
   const logDir = path.join(resultsDir, `${stamp}-${recipe}-servers`);
   await scenario("concurrent", async () => {
     const c = settings.concurrent;
@@ -461,6 +504,37 @@ async function main() {
       target("describe prompt eval tok/s, ours / llama-mtmd-cli", ratio(our.promptTps, ref.promptTps), ">=", TARGETS.tokensPerSecondRatio),
       target("describe generation tok/s, ours / llama-mtmd-cli", ratio(our.genTps, ref.genTps), ">=", TARGETS.tokensPerSecondRatio),
       target("describe peak RSS, ours - llama-mtmd-cli", rssExtra, "<=", TARGETS.rssExtraMiB, "MiB"),
+    );
+  }
+
+  if (completed("isolation")) {
+    summary.isolation = {};
+    const rows = [];
+    for (const request of ["describe", "text"]) {
+      const side = (name) => medians(runs.isolation.filter((r) => r.request === request && r.side === name), ISOLATION_METRICS);
+      const [here, apart] = [side("in process"), side("isolation: process")];
+      summary.isolation[request] = { "in process": here, "isolation: process": apart };
+      const e2e = ratio(apart.e2eMs, here.e2eMs);
+      const gen = ratio(apart.genTps, here.genTps);
+      rows.push(
+        `| ${request} | ${fmtNumber(here.e2eMs)} / ${fmtNumber(apart.e2eMs)} | ${fmtNumber(e2e, 3)} | ${fmtNumber(here.genTps)} / ${fmtNumber(apart.genTps)} | ${fmtNumber(gen, 3)} | ` +
+          `${fmtNumber(here.selfRssMiB)} | ${fmtNumber(apart.selfRssMiB)} + ${fmtNumber(apart.engineRssMiB)} |`,
+      );
+      targets.push(
+        target(`isolation ${request} end-to-end, process / in process`, e2e, "<=", TARGETS.isolationE2eRatio),
+        target(`isolation ${request} generation tok/s, process / in process`, gen, ">=", TARGETS.isolationGenTpsRatio),
+      );
+    }
+    const restarts = runs.restart.filter((r) => r.code === "E_ENGINE_CRASHED");
+    summary.isolation.restart = { runs: runs.restart.length, crashed: restarts.length, downtimeMs: median(restarts.map((r) => r.downtimeMs)), reloadMs: median(restarts.map((r) => r.reloadMs)) };
+    targets.push(target("isolation restart after a crash, downtime", summary.isolation.restart.downtimeMs, "<=", TARGETS.isolationRestartMs, "ms"));
+    sections.push(
+      `### isolation: the same requests in process and with isolation: "process" (median of ${R})\n\n` +
+        `Crash and restart (${restarts.length} of ${runs.restart.length} runs crashed with ${runs.restart[0]?.signal ?? "n/a"} as intended): ` +
+        `serving again ${fmtNumber(summary.isolation.restart.downtimeMs)} ms after the crash (the reload ${fmtNumber(summary.isolation.restart.reloadMs)} ms).\n\n` +
+        "| request | end-to-end ms, in process / isolated | ratio | generation tok/s, in process / isolated | ratio | peak RSS MiB, in process | peak RSS MiB, isolated: parent + engine |\n" +
+        "|---|---:|---:|---:|---:|---:|---:|\n" +
+        rows.join("\n"),
     );
   }
 

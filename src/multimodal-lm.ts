@@ -1,23 +1,20 @@
-// The public class. Validates in JS, loads images with sharp, renders prompts with the
-// model's chat template (natively), and drives the native engine thread.
+// The public class: validates in JS, reads media (sharp, ffmpeg), renders prompts with the
+// model's chat template (natively), and drives the engine: the native engine thread in this
+// process, or the same engine in a supervised child process (engine/supervised.ts) behind the
+// same NativeModel interface (native-types.ts). Prompt assembly is in prompt.ts, native errors in
+// native-errors.ts, the first check of the model files in model-files.ts, and result shaping in
+// results.ts.
 import { EventEmitter } from "node:events";
-import { open, stat } from "node:fs/promises";
 
 import { getBinding } from "./binding.js";
-import {
-  AbortError,
-  ContextOverflowError,
-  EngineError,
-  FileNotFoundError,
-  MediaMismatchError,
-  ModelLoadError,
-  MultimodalLMError,
-  StateError,
-  type MultimodalLMErrorCode,
-} from "./errors.js";
+import { AbortError, MultimodalLMError, StateError } from "./errors.js";
 import { AUDIO_OPTION_KEYS, loadAudio, validateAudioOptions, type AudioInput, type AudioOptions, type DecodedAudio } from "./media/audio.js";
 import { imageSize, loadImage, validateImageOptions, type DecodedImage, type ImageInput, type ImageOptions } from "./media/image.js";
 import { SupervisedEngine, type CrashEvent, type EngineState, type RestartEvent } from "./engine/supervised.js";
+import { checkGguf } from "./model-files.js";
+import { fromNative, grammarChecks } from "./native-errors.js";
+import { countOccurrences, mismatch, userContent, videoSegments, type VideoLayout } from "./prompt.js";
+import { generateResult, toTokenLogprob } from "./results.js";
 import {
   loadVideo,
   planVideo,
@@ -53,7 +50,7 @@ import {
   type SamplingOptions,
 } from "./options.js";
 import { PieceQueue, type TextStream } from "./stream.js";
-import { OutputParser, planOutput, STRUCTURED_KEYS, type GrammarChecks, type OutputPlan, type StreamEvent, type StructuredOptions, type TokenLogprob } from "./structured.js";
+import { OutputParser, planOutput, STRUCTURED_KEYS, type OutputPlan, type StreamEvent, type StructuredOptions, type TokenLogprob } from "./structured.js";
 import { invalidParameter, is, optionalBoolean, optionalSignal, rejectUnknownKeys } from "./validate.js";
 
 /** Per-call image options: the pixel budget and limits (the signal is the call's own). */
@@ -240,112 +237,16 @@ const DEFAULT_AUDIO_PROMPT = "Transcribe this audio.";
 const DESCRIBE_KEYS = ["prompt", "image", ...SAMPLING_KEYS] as const;
 const VIDEO_CALL_KEYS = VIDEO_OPTION_KEYS.filter((key) => key !== "signal");
 
-/** How a video's frames are laid out in the prompt. */
-interface VideoLayout {
-  prefix: string;
-  /** Seconds between timestamp texts; 0 for none. */
-  timestamps: number;
-}
-
-/** llama.cpp's timestamp text: [0m5.00s]. */
-export function formatTimestamp(seconds: number): string {
-  const minutes = Math.floor(seconds / 60);
-  return `[${minutes}m${(seconds - minutes * 60).toFixed(2)}s]`;
-}
 
 const defaultLogger: Logger = (level, message) => {
   process.stderr.write(`[multimodal-lm] ${level}: ${message}\n`);
 };
 
-/** llama.cpp's schema converter and grammar parser, with their errors as MultimodalLMErrors. */
-function grammarChecks(native: NativeModel): GrammarChecks {
-  const mapped = <T>(run: () => T): T => {
-    try {
-      return run();
-    } catch (error) {
-      throw fromNative(error);
-    }
-  };
-  return {
-    schemaToGrammar: (json) => mapped(() => native.schemaToGrammar(json)),
-    checkGrammar: (grammar) => mapped(() => native.checkGrammar(grammar)),
-  };
-}
 
-function toTokenLogprob(t: NativeTokenLogprob): TokenLogprob {
-  const text = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
-  return {
-    token: text(t.bytes),
-    bytes: [...t.bytes],
-    logprob: t.logprob,
-    topLogprobs: t.top.map((alt) => ({ token: text(alt.bytes), bytes: [...alt.bytes], logprob: alt.logprob })),
-  };
-}
 
-/** A native rejection (Error with a code) as the matching MultimodalLMError. */
-function fromNative(error: unknown, signal?: AbortSignal): unknown {
-  // Already typed (the supervisor's E_ENGINE_CRASHED carries the signal and the log).
-  if (error instanceof MultimodalLMError) return error;
-  if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== "string") return error;
-  const code = (error as unknown as { code: string }).code as MultimodalLMErrorCode;
-  const message = error.message;
-  switch (code) {
-    case "E_ABORTED":
-      return new AbortError(signal?.aborted ? "The operation was aborted." : message, { cause: signal?.reason });
-    case "E_MODEL_LOAD":
-      return new ModelLoadError(message);
-    case "E_MEDIA_MISMATCH":
-      return new MediaMismatchError(message);
-    case "E_CONTEXT_OVERFLOW":
-      return new ContextOverflowError(message);
-    case "E_DISPOSED":
-    case "E_NOT_LOADED":
-    case "E_BUSY":
-      return new StateError(code, message);
-    case "E_ENGINE":
-      return new EngineError(message);
-    default:
-      return new MultimodalLMError(code, message);
-  }
-}
 
-function countOccurrences(text: string, marker: string): number {
-  let n = 0;
-  for (let at = text.indexOf(marker); at >= 0; at = text.indexOf(marker, at + marker.length)) n++;
-  return n;
-}
 
-function mismatch(markers: number, images: number, videos: number, marker: string, audios = 0): MediaMismatchError {
-  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
-  const counts = [plural(images, "image"), plural(videos, "video"), plural(audios, "audio clip")].filter((text, i) => [images, videos, audios][i]! > 0);
-  const given = counts.length === 0 ? plural(0, "image") : counts.length === 1 ? counts[0]! : `${counts.slice(0, -1).join(", ")} and ${counts.at(-1)}`;
-  return new MediaMismatchError(
-    `The prompt has ${plural(markers, "media marker")} (${marker}) but ${given} ${images + videos + audios === 1 ? "was" : "were"} given. ` +
-      "Put one marker where each image, video or audio clip goes, or none to put them all before the text.",
-  );
-}
 
-async function checkGguf(path: string, what: "model" | "mmproj"): Promise<void> {
-  let info;
-  try {
-    info = await stat(path);
-  } catch (error) {
-    throw new FileNotFoundError(path, `The ${what} file ${path} does not exist. Check the path.`, { cause: error });
-  }
-  if (!info.isFile()) {
-    throw new FileNotFoundError(path, `The ${what} path ${path} is ${info.isDirectory() ? "a directory" : "not a regular file"}; pass the path of a .gguf file.`);
-  }
-  const handle = await open(path, "r");
-  try {
-    const { bytesRead, buffer } = await handle.read(Buffer.alloc(4), 0, 4, 0);
-    if (bytesRead < 4 || buffer.toString("latin1") !== "GGUF") {
-      const kind = what === "model" ? "a text model" : "a multimodal projector (mmproj)";
-      throw new ModelLoadError(`The ${what} file ${path} is not a GGUF file (it does not start with "GGUF"). Pass ${kind} in GGUF format.`);
-    }
-  } finally {
-    await handle.close();
-  }
-}
 
 /**
  * A vision-language model: a text model plus its multimodal projector, running on
@@ -740,19 +641,8 @@ export class MultimodalLM implements AsyncDisposable {
    * a frame each time another `timestamps` seconds have passed. On models that merge frames in
    * pairs, timestamps go only before the first frame of a pair, so they never split one.
    */
-  private videoSegments<F extends { timestamp: number }>(frames: F[], { prefix, timestamps: interval }: VideoLayout): Array<string | Omit<F, "timestamp">> {
-    const merge = this.loaded().frameMerge;
-    const segments: Array<string | Omit<F, "timestamp">> = [];
-    if (prefix) segments.push(prefix);
-    let next = 0;
-    frames.forEach(({ timestamp, ...frame }, k) => {
-      if (interval > 0 && k % merge === 0 && timestamp >= next) {
-        segments.push(formatTimestamp(timestamp));
-        next = (Math.floor(timestamp / interval) + 1) * interval;
-      }
-      segments.push(frame);
-    });
-    return segments;
+  private videoSegments<F extends { timestamp: number }>(frames: F[], layout: VideoLayout): Array<string | Omit<F, "timestamp">> {
+    return videoSegments(frames, layout, this.loaded().frameMerge);
   }
 
   private async loadMedia(
@@ -896,15 +786,7 @@ export class MultimodalLM implements AsyncDisposable {
 
   /** One user turn's content: markers before the text when it has none (the chat template comes later). */
   private userContent(prompt: unknown, images: unknown, videos: unknown, audios: unknown = []): string {
-    if (!is.string(prompt)) throw invalidParameter("prompt", "a string", prompt);
-    if (!Array.isArray(images)) throw invalidParameter("images", "an array of images", images);
-    if (!Array.isArray(videos)) throw invalidParameter("videos", "an array of videos", videos);
-    if (!Array.isArray(audios)) throw invalidParameter("audios", "an array of audio clips", audios);
-    const marker = this.loaded().marker;
-    const markers = countOccurrences(prompt, marker);
-    const count = images.length + videos.length + audios.length;
-    if (markers > 0 && markers !== count) throw mismatch(markers, images.length, videos.length, marker, audios.length);
-    return markers === 0 ? marker.repeat(count) + prompt : prompt;
+    return userContent(this.loaded().marker, prompt, images, videos, audios);
   }
 
   private async runGenerate(request: GenerateRequest, push: (event: StreamEvent) => void): Promise<GenerateResult> {
@@ -1003,42 +885,9 @@ export class MultimodalLM implements AsyncDisposable {
       }
       throw error;
     }
-    const prefillOnly = r.promptMs > 0 ? r.promptTokens / (r.promptMs / 1000) : 0;
     const truncated = r.stopReason === "length" || r.stopReason === "context";
     const reply = parser ? parser.finish(truncated) : { content: r.text, toolCalls: [] };
-    const stopReason: StopReason = reply.toolCalls.length > 0 && !truncated ? "tool_calls" : r.stopReason;
-    return {
-      text: reply.content,
-      stopReason,
-      toolCalls: reply.toolCalls,
-      ...(sampling.logprobs >= 0 ? { logprobs: r.logprobs.map(toTokenLogprob) } : {}),
-      usage: {
-        promptTokens: r.promptTokens,
-        completionTokens: r.completionTokens,
-        totalTokens: r.promptTokens + r.completionTokens,
-        mediaTokens: r.mediaTokens,
-        mediaChunks: r.mediaChunks,
-      },
-      videos,
-      timings: {
-        imageLoadMs,
-        encodeMs: r.encodeMs,
-        promptMs: r.promptMs,
-        generationMs: r.generationMs,
-        timeToFirstTokenMs: r.timeToFirstTokenMs,
-        promptTokensPerSecond: prefillOnly,
-        generationTokensPerSecond: r.generationMs > 0 ? r.completionTokens / (r.generationMs / 1000) : 0,
-        totalMs: performance.now() - started,
-      },
-      cache: {
-        reusedPositions: r.reusedPositions,
-        reusedTokens: r.reusedTokens,
-        evaluatedPositions: r.evaluatedPositions,
-        imageCacheHits: r.imageCacheHits,
-        imageCacheMisses: r.imageCacheMisses,
-        encodedChunks: r.encodedChunks,
-      },
-    };
+    return generateResult(r, reply, { logprobs: sampling.logprobs >= 0, videos, imageLoadMs, started });
   }
 
   private stream<R extends { signal?: AbortSignal }>(
