@@ -3,6 +3,7 @@
 // process before the check (the signal seen without it is noted beside it), and must now be
 // refused with E_MODEL_LOAD and a message that names the file and the key or tensor at fault.
 // Every unmodified tiny recipe, and variants that real converters write, must still load.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -13,6 +14,7 @@ import { MultimodalLM } from "../src/index.js";
 import { GGMLType, GGUFValueType, type GGUFWriter } from "../src/gguf/index.js";
 import { buildRecipe, ensureTestModel } from "../src/test-models/index.js";
 import type { RecipeBuild } from "../src/test-models/recipe.js";
+import { LOAD_CRASH_TEMPLATE } from "./helpers/isolation.js";
 import { rejection } from "./helpers/rejection.js";
 
 let tmp: string;
@@ -286,4 +288,39 @@ describe("the model pre-check still loads", () => {
       await asOption.dispose();
     }
   });
+});
+
+// The probe's files, given to `multimodal-lm serve` (which isolates the engine): each one is a
+// typed error at load, one line and exit status 1, never a signal; and a template that crashes
+// llama.cpp while loading is contained by the engine process the same way.
+describe("multimodal-lm serve on each of them", () => {
+  const cli = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");
+  const serve = (args: string[]) => spawnSync(process.execPath, [cli, "serve", ...args, "--port", "0"], { encoding: "utf8", timeout: 60_000 });
+
+  it("exits 1 with one line naming E_MODEL_LOAD, for every file and template the pre-check refuses", async () => {
+    for (const c of BROKEN) {
+      const files = await variant(c.recipe, c.change);
+      const extra: string[] = [];
+      if (c.chatTemplate) {
+        const file = path.join(path.dirname(files.model), "template.jinja");
+        fs.writeFileSync(file, c.chatTemplate);
+        extra.push("--chat-template-file", file);
+      }
+      const r = serve([files.model, "--mmproj", files.mmproj, ...extra]);
+      expect(r.signal, c.name).toBeNull();
+      expect(r.status, `${c.name}: ${r.stderr}`).toBe(1);
+      expect(r.stderr.trim().split("\n"), c.name).toHaveLength(1);
+      expect(r.stderr, c.name).toMatch(c.message);
+    }
+  }, 300_000);
+
+  it("a template that crashes llama.cpp while loading: the engine process dies, serve says so and exits 1", async () => {
+    const qwen = await ensureTestModel("qwen2vl-tiny");
+    const file = path.join(tmp, "load-crash.jinja");
+    fs.writeFileSync(file, LOAD_CRASH_TEMPLATE);
+    const r = serve([qwen.model, "--chat-template-file", file]);
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^multimodal-lm: The engine process killed by SIGSEGV while loading .*qwen2vl-tiny\.gguf/m);
+  }, 60_000);
 });
