@@ -473,7 +473,7 @@ describe.each(ISOLATIONS)("isolation: %s", (isolation) => {
       const { spawnSync } = await import("node:child_process");
       const script = `
         const { MultimodalLM } = await import(${JSON.stringify(path.resolve("lib/index.js"))});
-        const lm = await MultimodalLM.load({ model: ${JSON.stringify(smol.model)}, mmproj: ${JSON.stringify(smol.mmproj)} });
+        const lm = await MultimodalLM.load({ isolation: ${JSON.stringify(isolation)}, model: ${JSON.stringify(smol.model)}, mmproj: ${JSON.stringify(smol.mmproj)} });
         lm.generate({ prompt: "Go on", maxTokens: 1000000, ignoreEos: true }).catch(() => {});
         setTimeout(() => { console.log("exiting"); process.exit(0); }, 100);
       `;
