@@ -3,6 +3,8 @@
 // the server process never goes down. `multimodal-lm serve` isolates by default and leaves no
 // engine process behind when it is stopped.
 import { spawn, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -105,6 +107,63 @@ describe("multimodal-lm serve", () => {
       }
     }
   }, 120_000);
+
+  it("Ctrl-C in a terminal (SIGINT to the whole process group) shuts down cleanly: no crash, no engine left", async () => {
+    const cli = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");
+    // detached: serve leads its own process group, as a shell's foreground job does.
+    const child = spawn(process.execPath, [cli, "serve", qwen.model, "--port", "0"], { stdio: ["ignore", "pipe", "pipe"], detached: true });
+    let stdout = "";
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.setEncoding("utf8").on("data", (d: string) => {
+        stdout += d;
+        if (/serving .* at http/.test(stdout)) resolve();
+      });
+      child.once("exit", (code) => reject(new Error(`serve exited early (${code})`)));
+    });
+    const engines = spawnSync("ps", ["-o", "pid=", "--ppid", String(child.pid)], { encoding: "utf8" })
+      .stdout.split("\n")
+      .map((l) => Number(l.trim()))
+      .filter((pid) => pid > 0);
+    expect(engines).toHaveLength(1);
+    process.kill(-child.pid!, "SIGINT");
+    const code = await new Promise((resolve) => child.once("exit", resolve));
+    expect(code).toBe(0);
+    expect(stderr).not.toMatch(/E_ENGINE_CRASHED|killed by/);
+    const gone = spawnSync("ps", ["-o", "stat=", "-p", String(engines[0])], { encoding: "utf8" }).stdout.trim();
+    expect(gone === "" || gone.startsWith("Z")).toBe(true);
+  }, 60_000);
+
+  it("logs the engine's crash and its return on stderr", async () => {
+    const cli = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");
+    const template = path.join(os.tmpdir(), `mmlm-deep-${process.pid}.jinja`);
+    fs.writeFileSync(template, DEEP_TEMPLATE);
+    const child = spawn(process.execPath, [cli, "serve", qwen.model, "--port", "0", "--chat-template-file", template], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stdout.setEncoding("utf8").on("data", (d: string) => {
+        stdout += d;
+        const m = /serving .* at (http:\/\/\S+)\/v1/.exec(stdout);
+        if (m) resolve(m[1]!);
+      });
+      child.once("exit", (code) => reject(new Error(`serve exited early (${code})`)));
+    });
+    try {
+      expect((await post(url, POISON)).status).toBe(503);
+      for (let i = 0; i < 200 && !/serving again/.test(stderr); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(stderr).toMatch(/^multimodal-lm: the engine process was killed by SIGSEGV; 1 running request\(s\) failed, 0 waiting; restarting it$/m);
+      expect(stderr).toMatch(/^multimodal-lm: the engine is serving again \(\d+ ms after the crash\)$/m);
+      expect(stderr).toMatch(/^POST \/v1\/chat\/completions 503 \d+ms E_ENGINE_CRASHED$/m);
+      expect((await post(url, "Hello there.")).status).toBe(200);
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((resolve) => child.once("exit", resolve));
+      fs.rmSync(template, { force: true });
+    }
+  }, 60_000);
 
   it("rejects a bad --isolation before loading", () => {
     const cli = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");

@@ -109,6 +109,18 @@ async function serve(model: string, flags: ServeFlags): Promise<void> {
       if (loading.signal.aborted && isAbortError(error)) return;
       throw error;
     }
+    // The engine process (--isolation process): say when it dies and when it is back.
+    lm.on("crash", (crash) => {
+      const how = crash.signal ? `was killed by ${crash.signal}` : `exited with code ${crash.exitCode}`;
+      const next = crash.willRestart
+        ? "restarting it"
+        : `gave up after ${crash.recentCrashes} crashes in a short time; requests get 503 until the server is restarted`;
+      process.stderr.write(
+        `multimodal-lm: the engine process ${how}; ${crash.failedRequests} running request(s) failed, ${crash.waitingRequests} waiting; ${next}\n` +
+          (crash.logTail.length > 0 ? `multimodal-lm: its last output: ${crash.logTail.slice(-3).join(" | ")}\n` : ""),
+      );
+    });
+    lm.on("restart", (restart) => process.stderr.write(`multimodal-lm: the engine is serving again (${Math.round(restart.downtimeMs)} ms after the crash)\n`));
     try {
       const server = await startServer(lm, options);
       try {

@@ -394,6 +394,10 @@ export class SupervisedEngine implements NativeModel {
       env,
       serialization: "advanced",
       stdio: ["ignore", "inherit", "pipe", "ipc", "pipe"],
+      // Its own process group: a Ctrl-C in the terminal goes to this process, which then disposes
+      // the model; the engine must not die of it first and look like a crash. It still ends with
+      // this process, through its IPC channel.
+      detached: true,
     });
     this.child = child;
     this.logTail = [];
