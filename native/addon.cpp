@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "device-check.h"
+#include "engine.h"
 #include "model-wrap.h"
+#include "rpc.h"
 #include "system-info.h"
 
 namespace {
@@ -96,11 +98,44 @@ Napi::Value CheckDevices(const Napi::CallbackInfo& info) {
     return promise;
 }
 
+// addRpcServers(["host:port", ...]): registers RPC servers' devices in this process (see rpc.h).
+Napi::Value AddRpcServers(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array a = info[0].As<Napi::Array>();
+    std::vector<std::string> endpoints;
+    for (uint32_t i = 0; i < a.Length(); ++i) endpoints.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+    try {
+        mmlm::addRpcServers(endpoints);
+    } catch (const mmlm::CodedError& e) {
+        Napi::Error error = Napi::Error::New(env, e.what());
+        error.Set("code", Napi::String::New(env, e.code()));
+        error.ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    return toStringArray(env, mmlm::rpcDevices());
+}
+
+// startRpcServer(endpoint, cacheDir, threads): serves this machine's CPU to RPC clients.
+Napi::Value StartRpcServer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    try {
+        mmlm::startRpcServer(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(),
+                             info[2].As<Napi::Number>().Int32Value());
+    } catch (const mmlm::CodedError& e) {
+        Napi::Error error = Napi::Error::New(env, e.what());
+        error.Set("code", Napi::String::New(env, e.code()));
+        error.ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
     mmlm::engineInit();
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo, "systemInfo"));
     exports.Set("mediaMarker", Napi::Function::New(env, MediaMarker, "mediaMarker"));
     exports.Set("checkDevices", Napi::Function::New(env, CheckDevices, "checkDevices"));
+    exports.Set("addRpcServers", Napi::Function::New(env, AddRpcServers, "addRpcServers"));
+    exports.Set("startRpcServer", Napi::Function::New(env, StartRpcServer, "startRpcServer"));
     mmlm::initNativeModel(env, exports);
     return exports;
 }

@@ -7,6 +7,7 @@
 #include "gguf-check.h"
 #include "gguf.h"
 #include "mtmd.h"
+#include "rpc.h"
 
 namespace mmlm {
 
@@ -121,6 +122,7 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
                                              "run it");
     }
     checkModelFiles(p.model, p.mmproj, p.chatTemplate);
+    if (!p.rpc.empty()) addRpcServers(p.rpc);
 
     // Progress is shared between the two files by size.
     auto sizeOf = [](const std::string& path) {

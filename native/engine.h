@@ -61,6 +61,8 @@ struct LoadParams {
     // Only the vocabulary and chat templates: tokenize, detokenize and the chat layer work, nothing
     // runs (no weights, projector or context). The parent side of an isolated engine uses it.
     bool vocabOnly = false;
+    // RPC servers ("host:port") whose devices take layers like local GPUs (llama.cpp's --rpc).
+    std::vector<std::string> rpc;
 };
 
 struct ModelInfo {

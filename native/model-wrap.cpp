@@ -380,6 +380,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         p.reusePrefix = getBool(o, "reusePrefix", p.reusePrefix);
         p.parallel = getInt(o, "parallel", p.parallel);
         p.vocabOnly = getBool(o, "vocabOnly", p.vocabOnly);
+        Napi::Value rpc = o.Get("rpc");
+        if (rpc.IsArray()) {
+            Napi::Array a = rpc.As<Napi::Array>();
+            for (uint32_t i = 0; i < a.Length(); ++i) p.rpc.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+        }
 
         engine_ = std::make_unique<Engine>(sink_.get());
         counter_ = std::make_unique<Worker>();

@@ -3,6 +3,8 @@ export type { BindingLoadAttempt, BindingSource, EngineExit, MultimodalLMErrorCo
 export { bindingCandidates, loadBinding } from "./binding.js";
 export type { BindingCandidate } from "./binding.js";
 export { checkDevices, systemInfo } from "./system.js";
+export { startRpcServer } from "./rpc.js";
+export type { RpcServerOptions } from "./rpc.js";
 export type { DeviceCheck, SystemInfo } from "./system.js";
 export type { NativeDevice } from "./native-types.js";
 export type { CrashEvent, EngineState, RestartEvent, SupervisorOptions } from "./engine/supervised.js";

@@ -15,6 +15,7 @@ import { checkGguf } from "./model-files.js";
 import { fromNative, grammarChecks } from "./native-errors.js";
 import { countOccurrences, mismatch, userContent, videoSegments, type VideoLayout } from "./prompt.js";
 import { generateResult, toTokenLogprob } from "./results.js";
+import { checkRpcServers } from "./rpc.js";
 import {
   loadVideo,
   planVideo,
@@ -291,6 +292,7 @@ export class MultimodalLM implements AsyncDisposable {
       if (signal?.aborted) throw new AbortError("Loading was aborted.", { cause: signal.reason });
       await checkGguf(opts.model, "model");
       await checkGguf(opts.mmproj, "mmproj");
+      if (opts.rpc) await checkRpcServers(opts.rpc);
       const native: NativeModel = this.options.isolation === "process" ? this.supervise() : new (getBinding().NativeModel)();
       this.native = native;
       this.exitRef = trackForExit(native);
@@ -553,7 +555,9 @@ export class MultimodalLM implements AsyncDisposable {
 
   /** The engine in a supervised child process; its events become this object's. */
   private supervise(): SupervisedEngine {
-    const engine = new SupervisedEngine(this.options.supervisor);
+    const rpc = this.options.native.rpc;
+    // A restart after an RPC server went away would only crash again: check the servers first.
+    const engine = new SupervisedEngine(this.options.supervisor, rpc ? { beforeRestart: () => checkRpcServers(rpc) } : {});
     engine.events.on("crash", (crash: CrashEvent) => this.events.emit("crash", crash));
     engine.events.on("restart", (restart: RestartEvent) => this.events.emit("restart", restart));
     return engine;

@@ -42,6 +42,10 @@ export interface NativeBinding {
   mediaMarker(): string;
   checkDevices(): Promise<NativeDeviceCheck[]>;
   NativeModel: new () => NativeModel;
+  /** Registers RPC servers' devices in this process (ggml ends the process if one cannot be reached); returns the RPC devices. */
+  addRpcServers(endpoints: string[]): string[];
+  /** Serves this machine's CPU to RPC clients on "host:port", on a thread of its own, for the life of the process. */
+  startRpcServer(endpoint: string, cacheDir: string, threads: number): void;
 }
 
 /** Load options as native code reads them; validated and defaulted in src/options.ts. */
@@ -66,6 +70,8 @@ export interface NativeLoadOptions {
   reusePrefix: boolean;
   /** Only the vocabulary and chat templates (the parent side of an isolated engine). */
   vocabOnly?: boolean;
+  /** RPC servers ("host:port") whose devices take layers like local GPUs. */
+  rpc?: string[];
 }
 
 export interface NativeModelInfo {

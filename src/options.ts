@@ -72,6 +72,12 @@ export interface LoadOptions {
    * fails the requests it was running and nothing else. Same API; `on("crash" | "restart")` reports it.
    */
   isolation?: "none" | "process";
+  /**
+   * RPC servers ("host:port", started with `multimodal-lm rpc-server` or llama.cpp's rpc-server)
+   * whose devices take layers like local GPUs, as llama.cpp's --rpc. ggml ends the process when a
+   * server goes away mid-request, so with `rpc` the default isolation is "process".
+   */
+  rpc?: string[];
   /** How the supervisor of `isolation: "process"` restarts the engine. */
   supervisor?: Partial<SupervisorOptions>;
   /** Defaults for every image this model reads (pixel limit, pixel budget, download limits). */
@@ -107,6 +113,7 @@ const LOAD_KEYS = [
   "imageCacheBytes",
   "reusePrefix",
   "isolation",
+  "rpc",
   "supervisor",
   "image",
   "video",
@@ -192,6 +199,7 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
   if (o.isolation !== undefined && o.isolation !== "none" && o.isolation !== "process") {
     throw invalidParameter("isolation", '"none" or "process"', o.isolation);
   }
+  const rpc = validateRpc(o.rpc);
 
   return {
     native: {
@@ -210,8 +218,9 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
       warmup: optionalBoolean("warmup", o.warmup, true),
       imageCacheBytes: optionalInteger("imageCacheBytes", o.imageCacheBytes, 0, Number.MAX_SAFE_INTEGER, DEFAULT_IMAGE_CACHE_BYTES),
       reusePrefix: optionalBoolean("reusePrefix", o.reusePrefix, true),
+      ...(rpc.length > 0 ? { rpc } : {}),
     },
-    isolation: o.isolation ?? "none",
+    isolation: o.isolation ?? (rpc.length > 0 ? "process" : "none"),
     supervisor: resolveSupervisor(o.supervisor),
     logLevel: LOG_LEVELS[logLevelName as LogLevel],
     logger: o.logger as Logger | undefined,
@@ -221,6 +230,18 @@ export function resolveLoadOptions(options: unknown, env: NodeJS.ProcessEnv = pr
     video: (o.video ?? {}) as Omit<VideoOptions, "signal">,
     audio: (o.audio ?? {}) as Omit<AudioOptions, "signal">,
   };
+}
+
+/** "host:port" endpoints of RPC servers: a host name or IPv4/IPv6 address, and a port. */
+function validateRpc(value: unknown): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || value.length === 0) throw invalidParameter("rpc", 'a non-empty array of "host:port" strings', value);
+  if (value.length > 16) throw invalidParameter("rpc", "at most 16 servers (GGML_RPC_MAX_SERVERS)", value);
+  value.forEach((endpoint, i) => {
+    const m = is.string(endpoint) ? /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(endpoint) : null;
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw invalidParameter(`rpc[${i}]`, 'a "host:port" endpoint, e.g. "192.168.1.20:50052"', endpoint);
+  });
+  return [...(value as string[])];
 }
 
 const SUPERVISOR_KEYS = ["maxRestarts", "windowMs", "backoffMs", "maxBackoffMs", "loadStallMs"] as const;

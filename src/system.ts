@@ -1,4 +1,5 @@
 import { getBinding } from "./binding.js";
+import { rpcDevicesOfEngines } from "./rpc.js";
 import type { NativeDeviceCheck, NativeSystemInfo } from "./native-types.js";
 
 export type SystemInfo = NativeSystemInfo;
@@ -6,7 +7,11 @@ export type DeviceCheck = NativeDeviceCheck;
 
 /** What the loaded addon was built from and what it can run on. */
 export function systemInfo(): SystemInfo {
-  return getBinding().systemInfo();
+  const info = getBinding().systemInfo();
+  // RPC servers' devices, also when an engine process (isolation: "process") registered them.
+  const names = new Set(info.devices.map((d) => d.name));
+  const remote = rpcDevicesOfEngines().filter((d) => !names.has(d.name));
+  return remote.length > 0 ? { ...info, devices: [...info.devices, ...remote] } : info;
 }
 
 /**

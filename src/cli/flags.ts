@@ -70,6 +70,7 @@ export interface LoadFlags {
   chatTemplateFile?: string;
   /** serve: where the engine runs. */
   isolation?: "process" | "none";
+  rpc?: string[];
 }
 
 export interface SamplingFlags {
@@ -114,6 +115,10 @@ export function addLoadOptions(command: Command, { slots = false }: { slots?: bo
   addNumberOption(command, "--gpu-layers <n|auto>", 'text-model layers to offload to the GPU (default: "auto", all)', { integer: true, min: 0, words: ["auto"] });
   addNumberOption(command, "--image-cache-mb <n>", "bound of the image embedding cache in MiB; 0 turns it off (default: 128)", { min: 0 });
   command.option("--no-reuse-prefix", "evaluate every prompt from the start instead of reusing what the KV cache holds");
+  command.option("--rpc <host:port,...>", "RPC servers (multimodal-lm rpc-server) whose CPUs take layers of the model, as llama.cpp's --rpc", (value: string, previous: string[] = []) => [
+    ...previous,
+    ...value.split(",").map((s) => s.trim()).filter(Boolean),
+  ]);
   command.option("--chat-template-file <jinja>", "a Jinja chat template to use instead of the model's own (e.g. one that supports tools, from llama.cpp's models/templates)");
   return command;
 }
@@ -150,6 +155,7 @@ export function loadOptionsFrom(flags: LoadFlags): Omit<LoadOptions, "model" | "
     imageCacheBytes: flags.imageCacheMb === undefined ? undefined : Math.round(flags.imageCacheMb * 1024 * 1024),
     reusePrefix: flags.reusePrefix,
     isolation: flags.isolation,
+    rpc: flags.rpc,
   });
 }
 

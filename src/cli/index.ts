@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The multimodal-lm command line: describe, chat and serve.
+// The multimodal-lm command line: describe, chat, serve and rpc-server.
 import { readFileSync } from "node:fs";
 
 import { Command } from "commander";
@@ -7,6 +7,7 @@ import { Command } from "commander";
 import { chatCommand } from "./chat.js";
 import { describeCommand } from "./describe.js";
 import { reportError } from "./report.js";
+import { rpcServerCommand } from "./rpc-server.js";
 import { serveCommand } from "./serve.js";
 
 function packageVersion(): string {
@@ -32,7 +33,7 @@ function createProgram(): Command {
         "  multimodal-lm serve model.gguf --port 8080",
     );
   // addCommand() does not pass the program's settings (help flag, help after errors) down.
-  for (const command of [describeCommand(), chatCommand(), serveCommand()]) program.addCommand(command.copyInheritedSettings(program));
+  for (const command of [describeCommand(), chatCommand(), serveCommand(), rpcServerCommand()]) program.addCommand(command.copyInheritedSettings(program));
   return program;
 }
 

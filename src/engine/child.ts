@@ -64,7 +64,8 @@ async function handle(message: ToChild): Promise<void> {
         message.logLevel,
         message.logLevel > 0 ? (level, line) => send({ t: "log", level, line }) : undefined,
       );
-      send({ t: "done", id: message.id, value: info, stats: statsOf(model) });
+      const rpcDevices = message.options.rpc ? getBinding().systemInfo().devices.filter((d) => d.backend === "RPC") : [];
+      send({ t: "done", id: message.id, value: { ...info, rpcDevices }, stats: statsOf(model) });
     } catch (error) {
       fail(message.id, error, undefined);
     }

@@ -23,6 +23,7 @@ import { getBinding } from "../binding.js";
 import { EngineCrashedError, type EngineExit } from "../errors.js";
 import type {
   NativeChatParams,
+  NativeDevice,
   NativeEmbedResult,
   NativeGenerateRequest,
   NativeGenerateResult,
@@ -36,6 +37,7 @@ import type {
   NativeTokenCount,
   NativeTokenLogprob,
 } from "../native-types.js";
+import { noteRpcDevices } from "../rpc.js";
 import { PayloadWriter } from "./payloads.js";
 import type { FromChild, RemoteMethod, ToChild } from "./protocol.js";
 
@@ -126,7 +128,14 @@ export class SupervisedEngine implements NativeModel {
   private loadingId: number | undefined;
   private loadAborted = false;
 
-  constructor(private readonly options: SupervisorOptions = DEFAULT_SUPERVISOR) {}
+  /**
+   * `beforeRestart` runs before each restart; if it rejects, the supervisor gives up with its
+   * error (an RPC server that is gone cannot be restarted from here).
+   */
+  constructor(
+    private readonly options: SupervisorOptions = DEFAULT_SUPERVISOR,
+    private readonly hooks: { beforeRestart?: () => Promise<void> } = {},
+  ) {}
 
   get engineState(): EngineState {
     return this.state;
@@ -437,7 +446,9 @@ export class SupervisedEngine implements NativeModel {
           cleanup();
           if (message.t === "done") {
             if (message.stats) this.lastStats = message.stats;
-            resolve(message.value as NativeModelInfo);
+            const { rpcDevices, ...info } = message.value as NativeModelInfo & { rpcDevices?: NativeDevice[] };
+            if (rpcDevices) noteRpcDevices(rpcDevices);
+            resolve(info as NativeModelInfo);
           } else {
             reject(codedError(message.code, message.message));
           }
@@ -515,12 +526,14 @@ export class SupervisedEngine implements NativeModel {
     setTimeout(() => void this.restart(now), delay);
   }
 
-  private giveUp(exit: EngineExit): void {
+  /** Stops restarting: every call from now on rejects with why (`reason`, or the crash count). */
+  private giveUp(exit: EngineExit, reason?: string): void {
     this.state = "failed";
     this.failure = new EngineCrashedError(
-      `The engine process crashed ${this.crashTimes.length} times within ${Math.round(this.options.windowMs / 1000)} s (the last time ${describeExit(exit)}), ` +
-        "so the supervisor stopped restarting it. The model or the requests sent to it crash llama.cpp; fix that, then load the model again." +
-        (exit.logTail.length > 0 ? ` Its last output: ${exit.logTail.slice(-5).join(" | ")}` : ""),
+      reason ??
+        `The engine process crashed ${this.crashTimes.length} times within ${Math.round(this.options.windowMs / 1000)} s (the last time ${describeExit(exit)}), ` +
+          "so the supervisor stopped restarting it. The model or the requests sent to it crash llama.cpp; fix that, then load the model again." +
+          (exit.logTail.length > 0 ? ` Its last output: ${exit.logTail.slice(-5).join(" | ")}` : ""),
       exit,
     );
     for (const call of this.waiting.splice(0)) call.reject(this.failure);
@@ -530,6 +543,14 @@ export class SupervisedEngine implements NativeModel {
   private async restart(crashedAt: number): Promise<void> {
     if (this.state !== "restarting") return;
     const started = Date.now();
+    try {
+      await this.hooks.beforeRestart?.();
+    } catch (error) {
+      if (this.state !== "restarting") return;
+      const why = error instanceof Error ? error.message : String(error);
+      this.giveUp({ signal: null, exitCode: null, logTail: [...this.logTail] }, `The engine process died, and cannot be restarted: ${why} Load the model again once that is fixed.`);
+      return;
+    }
     try {
       await this.startChild(this.internalId(), () => {});
     } catch (error) {
