@@ -50,11 +50,15 @@ export interface SupervisorOptions {
   backoffMs: number;
   /** Longest wait before a restart, in ms. Default 10 000. */
   maxBackoffMs: number;
-  /** A load (the first or a restart) that reports no progress for this long is stopped, in ms. Default 60 000. */
+  /**
+   * A load (the first or a restart) that reports no progress for this long is stopped, in ms.
+   * Default 300 000: after the weights, warm-up passes (a whole dummy image through a large vision
+   * encoder, on a CPU) report nothing and can take a minute or more.
+   */
   loadStallMs: number;
 }
 
-export const DEFAULT_SUPERVISOR: SupervisorOptions = { maxRestarts: 3, windowMs: 60_000, backoffMs: 100, maxBackoffMs: 10_000, loadStallMs: 60_000 };
+export const DEFAULT_SUPERVISOR: SupervisorOptions = { maxRestarts: 3, windowMs: 60_000, backoffMs: 100, maxBackoffMs: 10_000, loadStallMs: 300_000 };
 
 export type EngineState = "starting" | "ready" | "restarting" | "failed" | "disposed";
 
