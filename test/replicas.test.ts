@@ -3,12 +3,12 @@
 // cache (the second turn reports cached tokens), and when that replica dies the balancer sends the
 // conversation to the other one without the client seeing an error.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import net from "node:net";
 import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { ensureTestModel, type TestModelFiles } from "../src/test-models/index.js";
+import { freePort } from "./helpers/ports.js";
 
 const root = path.resolve(import.meta.dirname, "..");
 const CLI = path.join(root, "lib", "cli", "index.js");
@@ -25,17 +25,6 @@ const replicas: Replica[] = [];
 let balancer: ChildProcess | undefined;
 let balancerLog = "";
 let url: string;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function startReplica(): Promise<Replica> {
   const child = spawn(process.execPath, [CLI, "serve", qwen.model, "--port", "0", "--parallel", "2"], { stdio: ["ignore", "pipe", "pipe"] });

@@ -4,13 +4,13 @@
 // the middle of a request ends that request with E_ENGINE_CRASHED (ggml aborts the engine process
 // when a connection drops), never the caller's process.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import net from "node:net";
 import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { MultimodalLM, systemInfo } from "../src/index.js";
 import { ensureTestModel, type TestModelFiles } from "../src/test-models/index.js";
+import { freePort } from "./helpers/ports.js";
 import { rejection } from "./helpers/rejection.js";
 
 const CLI = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");
@@ -21,17 +21,6 @@ interface Worker {
   child: ChildProcess;
   endpoint: string;
   stderr: () => string;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function startWorker(args: string[] = []): Promise<Worker> {

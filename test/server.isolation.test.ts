@@ -2,7 +2,7 @@
 // /health says "restarting" until the engine is back, /metrics counts crashes and restarts, and
 // the server process never goes down. `multimodal-lm serve` isolates by default and leaves no
 // engine process behind when it is stopped.
-import { spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -18,6 +18,43 @@ let qwen: TestModelFiles;
 beforeAll(async () => {
   qwen = await ensureTestModel("qwen2vl-tiny");
 });
+
+const CLI = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");
+
+interface Served {
+  child: ChildProcess;
+  url: string;
+  stderr: () => string;
+  /** The engine processes serve started (its children). */
+  engines: () => number[];
+}
+
+/** Starts `multimodal-lm serve` on the tiny model and waits for its "serving" line. */
+async function startServe(args: string[], options: { detached?: boolean } = {}): Promise<Served> {
+  const child = spawn(process.execPath, [CLI, "serve", qwen.model, "--port", "0", ...args], { stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
+  let stdout = "";
+  let stderr = "";
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+      stdout += d;
+      const m = /serving .* at (http:\/\/\S+)\/v1/.exec(stdout);
+      if (m) resolve(m[1]!);
+    });
+    child.once("exit", (code) => reject(new Error(`serve exited early (${code}): ${stderr}`)));
+  });
+  const engines = () =>
+    spawnSync("ps", ["-o", "pid=", "--ppid", String(child.pid)], { encoding: "utf8" })
+      .stdout.split("\n")
+      .map((l) => Number(l.trim()))
+      .filter((pid) => pid > 0);
+  return { child, url, stderr: () => stderr, engines };
+}
+
+function gone(pid: number): boolean {
+  const stat = spawnSync("ps", ["-o", "stat=", "-p", String(pid)], { encoding: "utf8" }).stdout.trim();
+  return stat === "" || stat.startsWith("Z");
+}
 
 function post(url: string, content: string, maxTokens = 4): Promise<Response> {
   return fetch(`${url}/v1/chat/completions`, {
@@ -78,96 +115,53 @@ describe("a server on an isolated engine", () => {
 
 describe("multimodal-lm serve", () => {
   it("runs the engine in a child process by default (--isolation none opts out) and leaves none behind on SIGTERM or SIGINT", async () => {
-    const cli = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");
     for (const [args, signal, isolated] of [
       [[], "SIGTERM", true],
       [[], "SIGINT", true],
       [["--isolation", "none"], "SIGTERM", false],
     ] as const) {
-      const child = spawn(process.execPath, [cli, "serve", qwen.model, "--port", "0", ...args], { stdio: ["ignore", "pipe", "pipe"] });
-      let stdout = "";
-      await new Promise<void>((resolve, reject) => {
-        child.stdout.setEncoding("utf8").on("data", (d: string) => {
-          stdout += d;
-          if (/serving .* at http/.test(stdout)) resolve();
-        });
-        child.once("exit", (code) => reject(new Error(`serve exited early (${code})`)));
-      });
-      const engines = spawnSync("ps", ["-o", "pid=", "--ppid", String(child.pid)], { encoding: "utf8" })
-        .stdout.split("\n")
-        .map((l) => Number(l.trim()))
-        .filter((pid) => pid > 0);
+      const served = await startServe([...args]);
+      const engines = served.engines();
       expect(engines.length, args.join(" ")).toBe(isolated ? 1 : 0);
-      child.kill(signal);
-      const code = await new Promise((resolve) => child.once("exit", resolve));
+      served.child.kill(signal);
+      const code = await new Promise((resolve) => served.child.once("exit", resolve));
       expect(code).toBe(0);
-      for (const pid of engines) {
-        const gone = spawnSync("ps", ["-o", "stat=", "-p", String(pid)], { encoding: "utf8" }).stdout.trim();
-        expect(gone === "" || gone.startsWith("Z"), `engine ${pid} after ${signal}`).toBe(true);
-      }
+      for (const pid of engines) expect(gone(pid), `engine ${pid} after ${signal}`).toBe(true);
     }
   }, 120_000);
 
   it("Ctrl-C in a terminal (SIGINT to the whole process group) shuts down cleanly: no crash, no engine left", async () => {
-    const cli = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");
     // detached: serve leads its own process group, as a shell's foreground job does.
-    const child = spawn(process.execPath, [cli, "serve", qwen.model, "--port", "0"], { stdio: ["ignore", "pipe", "pipe"], detached: true });
-    let stdout = "";
-    let stderr = "";
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.setEncoding("utf8").on("data", (d: string) => {
-        stdout += d;
-        if (/serving .* at http/.test(stdout)) resolve();
-      });
-      child.once("exit", (code) => reject(new Error(`serve exited early (${code})`)));
-    });
-    const engines = spawnSync("ps", ["-o", "pid=", "--ppid", String(child.pid)], { encoding: "utf8" })
-      .stdout.split("\n")
-      .map((l) => Number(l.trim()))
-      .filter((pid) => pid > 0);
+    const served = await startServe([], { detached: true });
+    const engines = served.engines();
     expect(engines).toHaveLength(1);
-    process.kill(-child.pid!, "SIGINT");
-    const code = await new Promise((resolve) => child.once("exit", resolve));
+    process.kill(-served.child.pid!, "SIGINT");
+    const code = await new Promise((resolve) => served.child.once("exit", resolve));
     expect(code).toBe(0);
-    expect(stderr).not.toMatch(/E_ENGINE_CRASHED|killed by/);
-    const gone = spawnSync("ps", ["-o", "stat=", "-p", String(engines[0])], { encoding: "utf8" }).stdout.trim();
-    expect(gone === "" || gone.startsWith("Z")).toBe(true);
+    expect(served.stderr()).not.toMatch(/E_ENGINE_CRASHED|killed by/);
+    expect(gone(engines[0]!)).toBe(true);
   }, 60_000);
 
   it("logs the engine's crash and its return on stderr", async () => {
-    const cli = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");
     const template = path.join(os.tmpdir(), `mmlm-deep-${process.pid}.jinja`);
     fs.writeFileSync(template, DEEP_TEMPLATE);
-    const child = spawn(process.execPath, [cli, "serve", qwen.model, "--port", "0", "--chat-template-file", template], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    const url = await new Promise<string>((resolve, reject) => {
-      child.stdout.setEncoding("utf8").on("data", (d: string) => {
-        stdout += d;
-        const m = /serving .* at (http:\/\/\S+)\/v1/.exec(stdout);
-        if (m) resolve(m[1]!);
-      });
-      child.once("exit", (code) => reject(new Error(`serve exited early (${code})`)));
-    });
+    const served = await startServe(["--chat-template-file", template]);
     try {
-      expect((await post(url, POISON)).status).toBe(503);
-      for (let i = 0; i < 200 && !/serving again/.test(stderr); i++) await new Promise((resolve) => setTimeout(resolve, 50));
-      expect(stderr).toMatch(/^multimodal-lm: the engine process was killed by SIGSEGV; 1 running request\(s\) failed, 0 waiting; restarting it$/m);
-      expect(stderr).toMatch(/^multimodal-lm: the engine is serving again \(\d+ ms after the crash\)$/m);
-      expect(stderr).toMatch(/^POST \/v1\/chat\/completions 503 \d+ms E_ENGINE_CRASHED$/m);
-      expect((await post(url, "Hello there.")).status).toBe(200);
+      expect((await post(served.url, POISON)).status).toBe(503);
+      for (let i = 0; i < 200 && !/serving again/.test(served.stderr()); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(served.stderr()).toMatch(/^multimodal-lm: the engine process was killed by SIGSEGV; 1 running request\(s\) failed, 0 waiting; restarting it$/m);
+      expect(served.stderr()).toMatch(/^multimodal-lm: the engine is serving again \(\d+ ms after the crash\)$/m);
+      expect(served.stderr()).toMatch(/^POST \/v1\/chat\/completions 503 \d+ms E_ENGINE_CRASHED$/m);
+      expect((await post(served.url, "Hello there.")).status).toBe(200);
     } finally {
-      child.kill("SIGTERM");
-      await new Promise((resolve) => child.once("exit", resolve));
+      served.child.kill("SIGTERM");
+      await new Promise((resolve) => served.child.once("exit", resolve));
       fs.rmSync(template, { force: true });
     }
   }, 60_000);
 
   it("rejects a bad --isolation before loading", () => {
-    const cli = path.join(import.meta.dirname, "..", "lib", "cli", "index.js");
-    const r = spawnSync(process.execPath, [cli, "serve", qwen.model, "--isolation", "thread"], { encoding: "utf8" });
+    const r = spawnSync(process.execPath, [CLI, "serve", qwen.model, "--isolation", "thread"], { encoding: "utf8" });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/--isolation.*thread.*process, none|Allowed choices are process, none/);
   });

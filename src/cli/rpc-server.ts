@@ -6,11 +6,11 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 
 import { Command } from "commander";
-import ipaddr from "ipaddr.js";
 
 import { MultimodalLMError } from "../errors.js";
 import { startRpcServer } from "../rpc.js";
 import { addNumberOption } from "./flags.js";
+import { isLoopback } from "./serve.js";
 import { onInterrupt } from "./signals.js";
 
 interface RpcServerFlags {
@@ -18,15 +18,6 @@ interface RpcServerFlags {
   port: number;
   threads?: number;
   cache?: boolean;
-}
-
-function isLoopback(host: string): boolean {
-  if (host === "localhost") return true;
-  try {
-    return ipaddr.process(host).range() === "loopback";
-  } catch {
-    return false;
-  }
 }
 
 /** Where --cache keeps tensors: $XDG_CACHE_HOME/multimodal-lm/rpc, or ~/.cache/multimodal-lm/rpc. */

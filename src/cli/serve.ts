@@ -53,7 +53,8 @@ export function serveCommand(): Command {
   return command;
 }
 
-function isLoopback(host: string): boolean {
+/** Whether `host` names this machine only (localhost, 127.0.0.0/8, ::1). */
+export function isLoopback(host: string): boolean {
   if (host === "localhost") return true;
   try {
     return ipaddr.process(host).range() === "loopback";
