@@ -159,6 +159,24 @@ describe("crashes and hangs while loading", () => {
   }, 60_000);
 });
 
+describe("isolation options", () => {
+  it("are checked before anything is started", async () => {
+    const base = { model: qwen.model, mmproj: qwen.mmproj };
+    const bad = [
+      [{ isolation: "thread" }, /Expected "none" or "process" for isolation but received "thread"/],
+      [{ supervisor: { maxRestarts: -1 } }, /supervisor\.maxRestarts/],
+      [{ supervisor: { loadStallMs: "soon" } }, /supervisor\.loadStallMs/],
+      [{ supervisor: { restarts: 2 } }, /Unknown option restarts/],
+      [{ supervisor: 5 }, /an object for supervisor/],
+    ] as const;
+    for (const [options, message] of bad) {
+      const error = await rejection(MultimodalLM.load({ ...base, ...(options as object) }));
+      expect(error.code, JSON.stringify(options)).toBe("E_INVALID_ARGUMENT");
+      expect(error.message).toMatch(message);
+    }
+  });
+});
+
 describe("no engine process is left behind", () => {
   it("dispose() ends it", async () => {
     const lm = await MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj, isolation: "process" });

@@ -4,6 +4,8 @@
 // the middle of a request ends that request with E_ENGINE_CRASHED (ggml aborts the engine process
 // when a connection drops), never the caller's process.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -119,6 +121,43 @@ describe("a model split over two loopback rpc-servers", () => {
       await stop(extra);
     }
   }, 60_000);
+});
+
+describe("multimodal-lm --rpc and rpc-server", () => {
+  it("--rpc on describe loads over the workers (same output as local); an unreachable one is one line naming it", async () => {
+    const local = spawnSync(process.execPath, [CLI, "describe", PNG, "-m", qwen.model, "--temperature", "0", "-n", "8"], { encoding: "utf8", timeout: 60_000 });
+    expect(local.status, local.stderr).toBe(0);
+    const remote = spawnSync(process.execPath, [CLI, "describe", PNG, "-m", qwen.model, "--temperature", "0", "-n", "8", "--rpc", workers.map((w) => w.endpoint).join(",")], {
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    expect(remote.status, remote.stderr).toBe(0);
+    expect(remote.stdout).toBe(local.stdout);
+    const closed = `127.0.0.1:${await freePort()}`;
+    const refused = spawnSync(process.execPath, [CLI, "describe", PNG, "-m", qwen.model, "--rpc", closed], { encoding: "utf8", timeout: 60_000 });
+    expect(refused.status).toBe(1);
+    expect(refused.stderr.trim().split("\n")).toHaveLength(1);
+    expect(refused.stderr).toMatch(new RegExp(`The RPC server at ${closed} cannot be reached`));
+  }, 120_000);
+
+  it("--cache keeps tensors in $XDG_CACHE_HOME/multimodal-lm/rpc", async () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), "mmlm-rpc-cache-"));
+    const port = await freePort();
+    const child = spawn(process.execPath, [CLI, "rpc-server", "--port", String(port), "--cache"], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, XDG_CACHE_HOME: home } });
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (out += d));
+    try {
+      for (let i = 0; i < 100 && !/local cache/.test(out); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      const dir = path.join(home, "multimodal-lm", "rpc");
+      expect(fs.statSync(dir).isDirectory()).toBe(true);
+      expect(out).toContain(`local cache    : ${dir}`);
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((resolve) => child.once("exit", resolve));
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 describe("multimodal-lm rpc-server", () => {
