@@ -83,7 +83,6 @@ export interface RestartEvent {
 }
 
 const LOG_TAIL_LINES = 20;
-const RETRY_AFTER_CODES = new Set(["E_ENGINE_CRASHED"]);
 
 interface Call {
   id: number;
@@ -589,9 +588,4 @@ export class SupervisedEngine implements NativeModel {
     await exited;
     clearTimeout(timer);
   }
-}
-
-/** Whether an error means "try again shortly" (the engine is restarting). */
-export function isRetryable(error: unknown): boolean {
-  return typeof (error as { code?: unknown })?.code === "string" && RETRY_AFTER_CODES.has((error as { code: string }).code);
 }
