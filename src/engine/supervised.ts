@@ -361,7 +361,8 @@ export class SupervisedEngine implements NativeModel {
     switch (message.t) {
       case "log":
         this.remember(message.line);
-        this.onLog?.(message.level, message.line);
+        // The engine logs warnings at least (for crash reports); pass on what the caller asked for.
+        if (this.logLevel > 0 && message.level >= this.logLevel) this.onLog?.(message.level, message.line);
         return;
       case "progress":
         return;
