@@ -177,6 +177,20 @@ describe("isolation options", () => {
   });
 });
 
+describe("the engine process's log", () => {
+  it("reaches the logger at the level asked for, and no lower", async () => {
+    const seen = async (logLevel: "warn" | "error") => {
+      const lines: string[] = [];
+      const lm = await MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj, isolation: "process", logLevel, logger: (level, line) => lines.push(`${level}: ${line}`) });
+      await lm.dispose();
+      return lines;
+    };
+    // Qwen-VL projectors warn at load about grounding and image tokens.
+    expect((await seen("warn")).some((l) => /^warn: .*Qwen-VL models require/.test(l))).toBe(true);
+    expect((await seen("error")).filter((l) => l.startsWith("warn:"))).toEqual([]);
+  }, 60_000);
+});
+
 describe("no engine process is left behind", () => {
   it("dispose() ends it", async () => {
     const lm = await MultimodalLM.load({ model: qwen.model, mmproj: qwen.mmproj, isolation: "process" });
