@@ -175,7 +175,8 @@ export class SupervisedEngine implements NativeModel {
     this.vocab = vocab;
     this.parallel = info.parallel;
     if (this.state === "disposed") throw codedError("E_DISPOSED", "the model was disposed while loading");
-    this.state = "ready";
+    // (A crash in the moment since the engine loaded has it restarting already.)
+    if (this.state === "starting") this.state = "ready";
     this.pump();
     return info;
   }
