@@ -3,7 +3,6 @@
 // tree for audio alone, an image plus an audio clip in one message, and a video with its own sound
 // track (describeVideo's audio option), plus counting and the errors of asking for sound that is
 // not there.
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -18,7 +17,7 @@ import { runningChildren } from "../src/media/ffmpeg.js";
 import { liveTempDirs } from "../src/media/video.js";
 import { startServer } from "../src/server/serve.js";
 import { QWEN25OMNI_CHAT_TEMPLATE, QWEN25OMNI_TINY, ensureTestModel, runReference, writeTestModel, type TestModelFiles } from "../src/test-models/index.js";
-import { ffmpegAvailable, indexClip, withSoundTrack } from "./helpers/clips.js";
+import { ffmpeg, ffmpegAvailable, indexClip, withSoundTrack } from "./helpers/clips.js";
 import { ISOLATIONS, loader } from "./helpers/isolation.js";
 import { rejection } from "./helpers/rejection.js";
 
@@ -30,11 +29,6 @@ let sweep: string; // 3 s rising tone, 16 kHz mono WAV
 let silentClip: string; // 84x84, 10 fps, 2 s, no sound track
 let clip: string; // the same frames with a 2 s AAC sound track
 let clipSound: string; // that sound track as ffmpeg decodes it: 16 kHz mono float WAV
-
-function ffmpeg(args: string[]): void {
-  const r = spawnSync("ffmpeg", ["-nostdin", "-v", "error", "-y", ...args], { encoding: "utf8", timeout: 60_000 });
-  if (r.status !== 0) throw new Error(`ffmpeg ${args.join(" ")} failed: ${r.stderr}`);
-}
 
 beforeAll(() => {
   if (!ffmpegAvailable()) throw new Error("The omni tests need ffmpeg and ffprobe on PATH (Debian/Ubuntu: apt-get install ffmpeg).");

@@ -8,7 +8,8 @@ export function ffmpegAvailable(): boolean {
   return spawnSync("ffmpeg", ["-version"]).status === 0 && spawnSync("ffprobe", ["-version"]).status === 0;
 }
 
-function ffmpeg(args: string[]): void {
+/** Runs ffmpeg quietly, overwriting outputs; throws with its stderr when it fails. */
+export function ffmpeg(args: string[]): void {
   const r = spawnSync("ffmpeg", ["-nostdin", "-v", "error", "-y", ...args], { encoding: "utf8", timeout: 300_000 });
   if (r.status !== 0) throw new Error(`ffmpeg ${args.join(" ")} failed: ${r.stderr}`);
 }
