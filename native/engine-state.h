@@ -29,6 +29,7 @@ struct Engine::Slot {
     // leftovers of a failed or aborted decode; the next request in this slot removes them.
     std::vector<KvEntry> kv;
     std::unique_ptr<Sequence> seq;  // the request running here, or none
+    int32_t promptPositions = 0;    // the positions of the last prompt started here
     uint64_t lastUsed = 0;
 };
 

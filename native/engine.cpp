@@ -197,11 +197,12 @@ void Engine::admit() {
 
 // Which free slot a prompt goes to. A slot whose record the prompt continues or repeats (they
 // agree up to the end of the shorter one) loses nothing: the one that saves the most wins. Else
-// the slot sharing the longest prefix, if that prefix holds an image or half the prompt (a new
-// question about the same image, a chat whose last reply tokenizes differently); else an empty
-// slot, so that no conversation's cached prefix is thrown away for a chat template's preamble
-// while there is room; else the longest prefix anyway, least recently used among equals, as
-// llama-server does.
+// the slot sharing the longest prefix, if that prefix holds an image (a new question about the
+// same image) or all of the slot's last prompt (the same chat, whose last reply came back
+// otherwise than it was generated: reasoning left out, or tokenized differently); else an empty
+// slot, so that no conversation's cached prefix is thrown away for a shared preamble (a chat
+// template's, a system prompt) while there is room; else the longest prefix anyway, least
+// recently used among equals, as llama-server does.
 Engine::Slot* Engine::pickSlot(const Prompt& prompt) {
     State& s = *state_;
     Slot* continued = nullptr;
@@ -232,7 +233,7 @@ Engine::Slot* Engine::pickSlot(const Prompt& prompt) {
         }
     }
     if (continued != nullptr) return continued;
-    if (shared != nullptr && (empty == nullptr || sharedMedia || 2 * sharedCommon >= prompt.positions)) return shared;
+    if (shared != nullptr && (empty == nullptr || sharedMedia || sharedCommon >= shared->promptPositions)) return shared;
     return empty;
 }
 
@@ -257,6 +258,7 @@ void Engine::start(Slot& slot) {
         llama_memory_seq_rm(mem, slot.id, -1, -1);
     }
     slot.kv.resize(from.entries);
+    slot.promptPositions = q.prompt.positions;
 
     GenerateResult& r = q.result;
     r.promptTokens = q.prompt.tokens;

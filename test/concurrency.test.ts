@@ -38,25 +38,31 @@ function image(name: string, width: number, height: number, seed: number): strin
   return file;
 }
 
-/** Mixed requests: text only, one image, two images and (with ffmpeg) a video. */
+/**
+ * Mixed requests: text only, one image, two images and (with ffmpeg) a video. No two start with
+ * the same image: a request whose media decoding made it arrive after another had finished would
+ * take that one's slot for the shared image (pickSlot), and the repeat test would then find that
+ * prompt in no slot. Request 6 still shares an image with requests 2 and 5, later in its prompt.
+ */
 function mixedRequests(recipe: string): GenerateRequest[] {
   const a = image(`${recipe}-a.png`, 72, 64, 1);
   const b = image(`${recipe}-b.png`, 64, 80, 2);
   const c = image(`${recipe}-c.png`, 96, 64, 3);
+  const d = image(`${recipe}-d.png`, 80, 72, 4);
   const requests: GenerateRequest[] = [
     { prompt: "Hello there" },
     { prompt: "Describe this image.", images: [a] },
     { prompt: "Compare these two.", images: [b, c] },
     { prompt: "Tell me a story about a cat and a dog" },
     { prompt: "What is in it?", images: [c] },
-    { prompt: "Which one is brighter?", images: [a, b] },
+    { prompt: "Which one is brighter?", images: [d, a] },
     { prompt: "Short" },
   ];
   if (hasFfmpeg) {
     const clip = indexClip(path.join(tmp, `${recipe}-clip.mp4`), { fps: 4, seconds: 1 });
     requests.push({ prompt: "What happens in this video?", videos: [clip], video: { numFrames: 4, timestamps: false } });
   } else {
-    requests.push({ prompt: "One more", images: [b] });
+    requests.push({ prompt: "One more", images: [image(`${recipe}-e.png`, 64, 64, 5)] });
   }
   return requests;
 }
@@ -177,16 +183,19 @@ describe.each(ISOLATIONS)("isolation: %s", (isolation) => {
   });
 
   describe("two interleaved conversations with images", () => {
-    it("each second turn reuses its own slot's prefix, image included", async () => {
+    // One after another, the second conversation finds the first one's slot sharing the chat
+    // template's preamble with it (here about half its prompt, the images being tiny) and an
+    // empty slot: it must take the empty one, or the first conversation's cache is lost.
+    it.each(["together", "one after another"])("each second turn reuses its own slot's prefix, image included (first turns %s)", async (order) => {
       const files = await ensureTestModel("qwen2vl-tiny");
       const lm = await load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 2 });
       try {
         const pictures = [image("conv-a.png", 80, 64, 11), image("conv-b.png", 64, 96, 12)];
-        const first = await Promise.all(
-          pictures.map((picture, i) =>
-            lm.chat({ messages: [{ role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}` }] }], ...greedy }),
-          ),
-        );
+        const firstTurn = (picture: string, i: number) =>
+          lm.chat({ messages: [{ role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}` }] }], ...greedy });
+        const first = [];
+        if (order === "together") first.push(...(await Promise.all(pictures.map(firstTurn))));
+        else for (const [i, picture] of pictures.entries()) first.push(await firstTurn(picture, i));
         const second = await Promise.all(
           pictures.map((picture, i) =>
             lm.chat({
@@ -205,6 +214,23 @@ describe.each(ISOLATIONS)("isolation: %s", (isolation) => {
           expect(turn.cache.reusedPositions).toBeGreaterThanOrEqual(firstPositions);
           expect(turn.cache.imageCacheHits + turn.cache.imageCacheMisses).toBe(0);
         });
+      } finally {
+        await lm.dispose();
+      }
+    });
+
+    it("a second turn whose last reply came back otherwise than generated still reuses its slot's prompt", async () => {
+      const files = await ensureTestModel("qwen2vl-tiny");
+      const lm = await load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 2 });
+      try {
+        const question = { role: "user" as const, content: "Tell me about the sea" };
+        const first = await lm.chat({ messages: [question], ...greedy });
+        // A client that keeps a shortened reply (or leaves out the reasoning) in its history.
+        const second = await lm.chat({
+          messages: [question, { role: "assistant", content: "The sea." }, { role: "user", content: "And then?" }],
+          ...greedy,
+        });
+        expect(second.cache.reusedPositions).toBeGreaterThanOrEqual(first.cache.evaluatedPositions);
       } finally {
         await lm.dispose();
       }
