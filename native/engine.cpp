@@ -198,11 +198,11 @@ void Engine::admit() {
 // Which free slot a prompt goes to. A slot whose record the prompt continues or repeats (they
 // agree up to the end of the shorter one) loses nothing: the one that saves the most wins. Else
 // the slot sharing the longest prefix, if that prefix holds an image (a new question about the
-// same image) or all of the slot's last prompt (the same chat, whose last reply came back
-// otherwise than it was generated: reasoning left out, or tokenized differently); else an empty
-// slot, so that no conversation's cached prefix is thrown away for a shared preamble (a chat
-// template's, a system prompt) while there is room; else the longest prefix anyway, least
-// recently used among equals, as llama-server does.
+// same image), all of the slot's last prompt (the same chat, whose last reply came back otherwise
+// than it was generated: reasoning left out, or tokenized differently) or half of this prompt;
+// else an empty slot, so that no conversation's cached prefix is thrown away for a chat
+// template's preamble while there is room; else the longest prefix anyway, least recently used
+// among equals, as llama-server does.
 Engine::Slot* Engine::pickSlot(const Prompt& prompt) {
     State& s = *state_;
     Slot* continued = nullptr;
@@ -233,7 +233,10 @@ Engine::Slot* Engine::pickSlot(const Prompt& prompt) {
         }
     }
     if (continued != nullptr) return continued;
-    if (shared != nullptr && (empty == nullptr || sharedMedia || sharedCommon >= shared->promptPositions)) return shared;
+    if (shared != nullptr && (empty == nullptr || sharedMedia || sharedCommon >= shared->promptPositions ||
+                              2 * sharedCommon >= prompt.positions)) {
+        return shared;
+    }
     return empty;
 }
 

@@ -184,15 +184,16 @@ describe.each(ISOLATIONS)("isolation: %s", (isolation) => {
 
   describe("two interleaved conversations with images", () => {
     // One after another, the second conversation finds the first one's slot sharing the chat
-    // template's preamble with it (here about half its prompt, the images being tiny) and an
-    // empty slot: it must take the empty one, or the first conversation's cache is lost.
+    // template's preamble with it (less than half its prompt) and an empty slot: it must take the
+    // empty one, or the first conversation's cache is lost.
     it.each(["together", "one after another"])("each second turn reuses its own slot's prefix, image included (first turns %s)", async (order) => {
       const files = await ensureTestModel("qwen2vl-tiny");
       const lm = await load({ model: files.model, mmproj: files.mmproj, ...exact, parallel: 2 });
       try {
         const pictures = [image("conv-a.png", 80, 64, 11), image("conv-b.png", 64, 96, 12)];
+        const topic = "tell me what you see in this picture, what it reminds you of, and why";
         const firstTurn = (picture: string, i: number) =>
-          lm.chat({ messages: [{ role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}` }] }], ...greedy });
+          lm.chat({ messages: [{ role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}: ${topic}` }] }], ...greedy });
         const first = [];
         if (order === "together") first.push(...(await Promise.all(pictures.map(firstTurn))));
         else for (const [i, picture] of pictures.entries()) first.push(await firstTurn(picture, i));
@@ -200,7 +201,7 @@ describe.each(ISOLATIONS)("isolation: %s", (isolation) => {
           pictures.map((picture, i) =>
             lm.chat({
               messages: [
-                { role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}` }] },
+                { role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}: ${topic}` }] },
                 { role: "assistant", content: first[i]!.text },
                 { role: "user", content: "And then?" },
               ],
