@@ -8,6 +8,13 @@ const info = systemInfo();
 console.log(`llama.cpp ${info.llamaCppCommit} (${info.backend} build)`);
 console.log(`backends: ${info.backends.join(", ")}`);
 console.log(`cpu features: ${info.cpuFeatures.join(" ")}`);
+if (info.cpuVariant) {
+  // Linux x86-64 CPU builds load a CPU backend variant at run time.
+  console.log(`cpu variant: ${info.cpuVariant.name ?? "none"} (${info.cpuVariant.reason})`);
+  for (const c of info.cpuVariant.candidates) {
+    console.log(`  ${c.name === info.cpuVariant.name ? "*" : " "} ${c.name.padEnd(15)} score ${String(c.score).padStart(5)}${c.note ? `  ${c.note}` : ""}`);
+  }
+}
 for (const device of info.devices) {
   console.log(`device ${device.name}: ${device.description} [${device.type}]`);
 }

@@ -42,6 +42,26 @@ Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
     }
     out.Set("devices", devices);
     out.Set("cpuFeatures", toStringArray(env, si.cpuFeatures));
+    if (si.cpuVariant.dynamic) {
+        Napi::Object variant = Napi::Object::New(env);
+        variant.Set("name", si.cpuVariant.chosen.empty() ? env.Null() : Napi::String::New(env, si.cpuVariant.chosen));
+        variant.Set("reason", si.cpuVariant.reason);
+        variant.Set("dir", si.cpuVariant.dir);
+        Napi::Array candidates = Napi::Array::New(env, si.cpuVariant.candidates.size());
+        for (size_t i = 0; i < si.cpuVariant.candidates.size(); ++i) {
+            const mmlm::CpuVariantCandidate& c = si.cpuVariant.candidates[i];
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("name", c.name);
+            o.Set("score", c.score);
+            o.Set("usable", c.usable);
+            if (!c.note.empty()) o.Set("note", c.note);
+            candidates.Set(i, o);
+        }
+        variant.Set("candidates", candidates);
+        out.Set("cpuVariant", variant);
+    } else {
+        out.Set("cpuVariant", env.Null());
+    }
     out.Set("mediaMarker", si.mediaMarker);
     out.Set("llamaSystemInfo", si.llamaSystemInfo);
     return out;

@@ -8,7 +8,6 @@
 #include "common.h"
 #include "engine.h"
 #include "ggml-backend.h"
-#include "ggml-cpu.h"
 #include "ggml-rpc.h"
 
 namespace mmlm {
@@ -16,13 +15,27 @@ namespace mmlm {
 namespace {
 std::mutex rpcMutex;
 std::set<std::string> registered;
+
+// Looked up through the RPC backend's registry entry: it is a loadable module in builds with
+// runtime CPU variants (nothing to link against) and linked in elsewhere.
+template <typename Fn>
+Fn* rpcFunction(const char* name) {
+    ggml_backend_reg_t reg = ggml_backend_reg_by_name("RPC");
+    Fn* fn = reg == nullptr ? nullptr : reinterpret_cast<Fn*>(ggml_backend_reg_get_proc_address(reg, name));
+    if (fn == nullptr) {
+        throw CodedError("E_ENGINE", std::string("this build of the addon has no RPC backend (") + name +
+                                         " is missing); rebuild it from source");
+    }
+    return fn;
+}
 }  // namespace
 
 void addRpcServers(const std::vector<std::string>& endpoints) {
     std::lock_guard<std::mutex> lock(rpcMutex);
     for (const std::string& endpoint : endpoints) {
         if (registered.count(endpoint) != 0) continue;
-        ggml_backend_reg_t reg = ggml_backend_rpc_add_server(endpoint.c_str());
+        ggml_backend_reg_t reg =
+            rpcFunction<decltype(ggml_backend_rpc_add_server)>("ggml_backend_rpc_add_server")(endpoint.c_str());
         if (reg == nullptr) {
             throw CodedError("E_MODEL_LOAD", "the RPC server at " + endpoint + " has no devices to offer");
         }
@@ -45,10 +58,11 @@ void startRpcServer(const std::string& endpoint, const std::string& cacheDir, in
     ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (cpu == nullptr) throw CodedError("E_ENGINE", "no CPU backend to serve");
     if (threads <= 0) threads = common_cpu_get_num_math();
-    std::thread([endpoint, cacheDir, threads, cpu]() mutable {
+    auto startServer = rpcFunction<decltype(ggml_backend_rpc_start_server)>("ggml_backend_rpc_start_server");
+    std::thread([endpoint, cacheDir, threads, cpu, startServer]() mutable {
         ggml_backend_dev_t devices[] = {cpu};
-        ggml_backend_rpc_start_server(endpoint.c_str(), cacheDir.empty() ? nullptr : cacheDir.c_str(),
-                                      static_cast<size_t>(threads), 1, devices);
+        startServer(endpoint.c_str(), cacheDir.empty() ? nullptr : cacheDir.c_str(), static_cast<size_t>(threads), 1,
+                    devices);
     }).detach();
 }
 

@@ -34,6 +34,7 @@ std::once_flag initOnce;
 void engineInit() {
     std::call_once(initOnce, [] {
         installLogRouting();
+        loadBackendModules();
         llama_backend_init();
         ggml_time_init();
     });
@@ -47,6 +48,7 @@ SystemInfo collectSystemInfo() {
     info.backend = MULTIMODAL_LM_BACKEND;
     info.mediaMarker = mtmd_default_marker();
     info.llamaSystemInfo = llama_print_system_info();
+    info.cpuVariant = cpuVariantChoice();
 
     for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
         ggml_backend_reg_t reg = ggml_backend_reg_get(i);

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu-variants.h"
+
 namespace mmlm {
 
 struct DeviceInfo {
@@ -21,6 +23,7 @@ struct SystemInfo {
     std::vector<std::string> backends;
     std::vector<DeviceInfo> devices;
     std::vector<std::string> cpuFeatures;
+    CpuVariantChoice cpuVariant;
     std::string mediaMarker;
     std::string llamaSystemInfo;
 };

@@ -19,8 +19,10 @@ function usablePrebuild() {
   if (!fs.existsSync(dir)) return undefined;
   for (const name of fs.readdirSync(dir).filter((n) => n.endsWith(".node"))) {
     const file = path.join(dir, name);
-    const probe = spawnSync(process.execPath, ["-e", "process.dlopen({ exports: {} }, process.argv[1])", file], { stdio: "ignore" });
+    const probe = spawnSync(process.execPath, ["-e", "process.dlopen({ exports: {} }, process.argv[1])", file], { encoding: "utf8" });
     if (probe.status === 0) return file;
+    const reason = (probe.stderr ?? "").split("\n").find((line) => /Error|error/.test(line)) ?? `exit ${probe.status}`;
+    process.stderr.write(`[multimodal-lm] the prebuilt binary ${path.relative(root, file)} does not load here (${reason.trim()}); building from source\n`);
   }
   return undefined;
 }

@@ -6,7 +6,7 @@ export { checkDevices, systemInfo } from "./system.js";
 export { startRpcServer } from "./rpc.js";
 export type { RpcServerOptions } from "./rpc.js";
 export type { DeviceCheck, SystemInfo } from "./system.js";
-export type { NativeDevice } from "./native-types.js";
+export type { NativeCpuVariant, NativeCpuVariantCandidate, NativeDevice } from "./native-types.js";
 export type { CrashEvent, EngineState, RestartEvent, SupervisorOptions } from "./engine/supervised.js";
 export {
   AbortError,

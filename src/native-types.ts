@@ -11,6 +11,26 @@ export interface NativeDevice {
   memoryTotal: number;
 }
 
+export interface NativeCpuVariantCandidate {
+  /** llama.cpp's variant name: "x64", "haswell", "zen4", "sapphirerapids", ... */
+  name: string;
+  /** ggml's score for this CPU: 0 when the CPU lacks an instruction set the variant needs. */
+  score: number;
+  usable: boolean;
+  /** Why it is not usable. */
+  note?: string;
+}
+
+export interface NativeCpuVariant {
+  /** The variant loaded, or null when none could be (then no model loads). */
+  name: string | null;
+  /** Why this one: the best usable score, or MULTIMODAL_LM_CPU_VARIANT, and faster ones refused. */
+  reason: string;
+  /** The folder the variants were loaded from (the addon's). */
+  dir: string;
+  candidates: NativeCpuVariantCandidate[];
+}
+
 export interface NativeSystemInfo {
   /** The llama.cpp commit the addon was compiled from. */
   llamaCppCommit: string;
@@ -21,6 +41,11 @@ export interface NativeSystemInfo {
   devices: NativeDevice[];
   /** CPU instruction sets the CPU backend was compiled to use, e.g. ["SSE3", "AVX2", "FMA"]. */
   cpuFeatures: string[];
+  /**
+   * The CPU backend variant loaded at run time and why (Linux x86-64 CPU builds); null where the
+   * CPU backend is linked in (macOS, Windows, GPU builds).
+   */
+  cpuVariant: NativeCpuVariant | null;
   /** The text marker that stands for one image/audio/video item in a prompt. */
   mediaMarker: string;
   /** llama.cpp's own one-line summary (llama_print_system_info). */

@@ -11,7 +11,7 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { MultimodalLM, type GenerateRequest } from "../src/index.js";
+import { MultimodalLM, type GenerateRequest, type GenerateResult } from "../src/index.js";
 import { runningChildren } from "../src/media/ffmpeg.js";
 import { liveTempDirs } from "../src/media/video.js";
 import { encodePng, ensureTestModel, testPattern, type TestModelFiles } from "../src/test-models/index.js";
@@ -194,7 +194,7 @@ describe.each(ISOLATIONS)("isolation: %s", (isolation) => {
         const topic = "tell me what you see in this picture, what it reminds you of, and why";
         const firstTurn = (picture: string, i: number) =>
           lm.chat({ messages: [{ role: "user", content: [{ type: "image", image: picture }, { type: "text", text: `Conversation ${i}: ${topic}` }] }], ...greedy });
-        const first = [];
+        const first: GenerateResult[] = [];
         if (order === "together") first.push(...(await Promise.all(pictures.map(firstTurn))));
         else for (const [i, picture] of pictures.entries()) first.push(await firstTurn(picture, i));
         const second = await Promise.all(

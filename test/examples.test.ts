@@ -10,6 +10,7 @@ import path from "node:path";
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
+import { systemInfo } from "../src/index.js";
 import { ensureTestModel } from "../src/test-models/index.js";
 import { killExamples, root, runExample, startExample, type ExampleRun } from "./helpers/examples.js";
 
@@ -150,6 +151,8 @@ describe("scripts that exit by themselves", () => {
     const { stdout } = await run("system-info.ts");
     expect(stdout).toMatch(/^llama\.cpp [0-9a-f]{40} \(\w+ build\)/);
     expect(stdout).toMatch(/^check .+: ok, max error/m);
+    const variant = systemInfo().cpuVariant;
+    if (variant) expect(stdout).toContain(`cpu variant: ${variant.name} (${variant.reason})`);
   });
 
   describe("transcribe.ts", () => {

@@ -1,8 +1,9 @@
 // Installing the packed package with a prebuilt addon, as a user without a C++ toolchain would:
-// the tarball `npm pack` makes (with prebuilds/linux-x64/ holding this build's addon, as
-// `npm run prebuild` lays it out) goes into an empty project with a PATH that has node and npm and
-// nothing else (no compiler, CMake or git). Nothing may be compiled, and describeImage must work,
-// in process and with isolation: "process".
+// the tarball `npm pack` makes (with prebuilds/linux-x64/ holding this build's addon, libraries
+// and CPU variants, copied as `npm run prebuild` copies them) goes into an empty project with a
+// PATH that has node and npm and nothing else (no compiler, CMake or git). Nothing may be
+// compiled, and describeImage must work, in process and with isolation: "process", on the CPU
+// variant this machine's CPU calls for.
 import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -10,14 +11,17 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { copyPrebuild } from "../scripts/prebuild-files.mjs";
 import { packageRoot } from "../src/binding.js";
+import { systemInfo } from "../src/index.js";
 import { ensureTestModel, type TestModelFiles } from "../src/test-models/index.js";
 
-const addon = path.join(packageRoot, "build", "Release", "multimodal_lm.node");
+const release = path.join(packageRoot, "build", "Release");
 const linuxX64 = process.platform === "linux" && process.arch === "x64";
 let tmp: string;
 let tarball: string;
 let qwen: TestModelFiles;
+let prebuilt: string[];
 
 /** A PATH with node, npm and a shell only. */
 function bareBin(): string {
@@ -42,8 +46,7 @@ beforeAll(async () => {
   }
   fs.mkdirSync(path.join(stage, "vendor"));
   fs.copyFileSync(path.join(packageRoot, "vendor", "llama.cpp.pin.json"), path.join(stage, "vendor", "llama.cpp.pin.json"));
-  fs.mkdirSync(path.join(stage, "prebuilds", "linux-x64"), { recursive: true });
-  fs.copyFileSync(addon, path.join(stage, "prebuilds", "linux-x64", "multimodal_lm.glibc.node"));
+  prebuilt = copyPrebuild(release, path.join(stage, "prebuilds", "linux-x64")).map((f) => f.name);
   const packed = execFileSync("npm", ["pack", "--ignore-scripts", "--pack-destination", tmp], { cwd: stage, encoding: "utf8" }).trim().split("\n").at(-1)!;
   tarball = path.join(tmp, packed);
 }, 120_000);
@@ -54,8 +57,14 @@ afterAll(() => {
 describe.skipIf(!linuxX64)("npm install from the packed tarball, with no compiler, CMake or git", () => {
   it("takes seconds, compiles nothing, and describes an image in process and isolated", async () => {
     const size = fs.statSync(tarball).size;
-    // The addon and the JS, no test models or reference tools: a few MB packed.
+    // The addon, llama.cpp's libraries, the CPU variants and the JS; no test models or reference
+    // tools.
     expect(size).toBeLessThan(20 * 1024 * 1024);
+    const variant = systemInfo().cpuVariant;
+    if (variant) {
+      for (const c of variant.candidates) expect(prebuilt).toContain(`libggml-cpu-${c.name}.so`);
+      expect(prebuilt).toContain("libggml-rpc.so");
+    }
     const project = path.join(tmp, "project");
     fs.mkdirSync(project);
     const env = { ...process.env, PATH: bareBin(), npm_config_cache: path.join(os.homedir(), ".npm") };
@@ -65,6 +74,7 @@ describe.skipIf(!linuxX64)("npm install from the packed tarball, with no compile
     const seconds = (Date.now() - started) / 1000;
     expect(install.status, install.stderr).toBe(0);
     expect(seconds).toBeLessThan(60);
+    console.log(`npm install from a ${(size / 1048576).toFixed(1)} MB tarball: ${seconds.toFixed(1)} s`);
     const installed = path.join(project, "node_modules", "multimodal-lm");
     // Nothing was built or fetched: no build folder, no llama.cpp tree.
     expect(fs.existsSync(path.join(installed, "build"))).toBe(false);
@@ -78,6 +88,8 @@ describe.skipIf(!linuxX64)("npm install from the packed tarball, with no compile
       path.join(project, "try.mjs"),
       `import { MultimodalLM } from "multimodal-lm";\n` +
         `const files = { model: ${JSON.stringify(qwen.model)}, mmproj: ${JSON.stringify(qwen.mmproj)} };\n` +
+        `import { systemInfo } from "multimodal-lm";\n` +
+        `console.log("variant", JSON.stringify(systemInfo().cpuVariant));\n` +
         `for (const isolation of ["none", "process"]) {\n` +
         `  const lm = await MultimodalLM.load({ ...files, isolation });\n` +
         `  console.log(isolation, JSON.stringify(await lm.describeImage("node_modules/multimodal-lm/assets/sample.png", { maxTokens: 8, temperature: 0 })));\n` +
@@ -87,8 +99,14 @@ describe.skipIf(!linuxX64)("npm install from the packed tarball, with no compile
     const run = spawnSync("node", ["try.mjs"], { cwd: project, env, encoding: "utf8", timeout: 60_000 });
     expect(run.status, run.stderr).toBe(0);
     const lines = run.stdout.trim().split("\n");
-    expect(lines).toHaveLength(2);
-    const [none, isolated] = lines.map((line) => line.split(" ").slice(1).join(" "));
+    expect(lines).toHaveLength(3);
+    const [installedVariant, none, isolated] = lines.map((line) => line.split(" ").slice(1).join(" "));
+    // The installed package loads its variants from its own prebuilds folder, and picks the one
+    // this build picks.
+    const here = systemInfo().cpuVariant;
+    const there = JSON.parse(installedVariant!) as typeof here;
+    expect(there?.name).toBe(here?.name);
+    if (there) expect(fs.realpathSync(there.dir)).toBe(fs.realpathSync(path.join(installed, "prebuilds", "linux-x64")));
     expect(none!.length).toBeGreaterThan(2);
     expect(isolated).toBe(none);
   }, 180_000);
