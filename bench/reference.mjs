@@ -19,6 +19,9 @@ const IDLE_AFTER_GENERATION_MS = 5_000;
 // tried again).
 const QUIT_GRACE_MS = 10_000;
 const SLOW_MACHINE_TOKENS = 10;
+// Chat mode that prints nothing for this long before the answer is complete (seen once: the
+// prompt read, the tokens never logged, the process idle on stdin) is ended the same way.
+const STALL_MS = 60_000;
 
 function commonArgs(s) {
   return [
@@ -170,6 +173,7 @@ export function referenceText(cli, s) {
       if (quit) return;
       quit = true;
       clearTimeout(idle);
+      clearTimeout(stall);
       child.stdin.end("/quit\n");
       setTimeout(
         () => {
@@ -180,9 +184,16 @@ export function referenceText(cli, s) {
         Math.max(QUIT_GRACE_MS, SLOW_MACHINE_TOKENS * tokenMs),
       ).unref();
     };
+    let stall;
     const watch = (stream) => (chunk, child) => {
       output[stream] += chunk;
       if (quit) return;
+      clearTimeout(stall);
+      stall = setTimeout(() => {
+        gaveUp = `no output for ${STALL_MS / 1000} s before the answer was complete: ended with /quit`;
+        end(child);
+      }, STALL_MS);
+      stall.unref();
       const printed = logEntries(output.stdout, output.stderr).filter((e) => e.level === "none");
       const prompts = printed.filter((e) => e.msg === CHAT_PROMPT);
       if (prompts.length >= 2) {

@@ -221,6 +221,8 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
                                                         " (contextSize " + std::to_string(params.n_ctx) + ")",
                                                     sink_->takeErrors()));
     }
+    state->threadpools = std::make_unique<common_threadpools>();
+    state->threadpools->init(state->ctx, params);
     if (p.warmup) warmUp(state->ctx, state->vocab);
     // llama.cpp caps the batch at the context asked for and rounds the context up: batch by what
     // it reports, and bound each sequence by what it really holds.
@@ -234,6 +236,15 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
         throw CodedError("E_MODEL_LOAD", std::string("the chat template could not be parsed: ") + e.what());
     }
     state->chat = std::make_unique<ChatLayer>(state->templates.get(), state->vocab);
+    // The first render of a Jinja chat template takes a few milliseconds longer than later ones:
+    // pay that here, with the rest of the warm-up, not in the first request's time to first token.
+    if (p.warmup) {
+        try {
+            state->chat->apply(R"({"messages":[{"role":"user","content":"Hi"}]})");
+        } catch (const std::exception&) {
+            // A template that cannot render this says so on the first request, with its own error.
+        }
+    }
 
     // llama_decode stops early only when every sequence in the batch has been aborted.
     llama_set_abort_callback(

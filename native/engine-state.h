@@ -39,6 +39,10 @@ struct Engine::State {
     common_init_result_ptr init;
     llama_model_ptr vocabModel;  // a vocabulary-only load (LoadParams::vocabOnly) instead of init
     llama_model* model = nullptr;
+    // ggml's thread pool for the context, as common_init_from_params attaches one (the reference
+    // CLI's): without it every graph compute starts and joins its own threads. Freed after the
+    // context.
+    std::unique_ptr<common_threadpools> threadpools;
     llama_context_ptr context;
     llama_context* ctx = nullptr;
     const llama_vocab* vocab = nullptr;
