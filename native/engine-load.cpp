@@ -236,15 +236,6 @@ ModelInfo Engine::load(const LoadParams& p, const Progress& progress, const std:
         throw CodedError("E_MODEL_LOAD", std::string("the chat template could not be parsed: ") + e.what());
     }
     state->chat = std::make_unique<ChatLayer>(state->templates.get(), state->vocab);
-    // The first render of a Jinja chat template takes a few milliseconds longer than later ones:
-    // pay that here, with the rest of the warm-up, not in the first request's time to first token.
-    if (p.warmup) {
-        try {
-            state->chat->apply(R"({"messages":[{"role":"user","content":"Hi"}]})");
-        } catch (const std::exception&) {
-            // A template that cannot render this says so on the first request, with its own error.
-        }
-    }
 
     // llama_decode stops early only when every sequence in the batch has been aborted.
     llama_set_abort_callback(
