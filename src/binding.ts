@@ -28,15 +28,14 @@ function modifiedAt(file: string): number | undefined {
 }
 
 /**
- * Where the addon may live, in load order: an explicit MULTIMODAL_LM_BINARY,
- * then prebuilds/<platform>-<arch>/ (prebuildify layout), then the local cmake-js
- * build. A local build that is newer than every prebuild goes first: it was made
- * on purpose (a from-source install with MULTIMODAL_LM_GPU, or a developer rebuild).
+ * Where the addon may live, in load order: prebuilds/<platform>-<arch>/ (prebuildify's layout),
+ * then the local cmake-js build. A local build that is newer than every prebuild goes first: it
+ * was made on purpose (a from-source install with MULTIMODAL_LM_GPU, or a developer rebuild).
+ * MULTIMODAL_LM_BINARY, when set, is the only candidate: a file asked for by name that is missing
+ * or broken must fail, not give way silently to another build.
  */
 export function bindingCandidates(root: string = packageRoot, env: NodeJS.ProcessEnv = process.env): BindingCandidate[] {
-  const explicit: BindingCandidate[] = env.MULTIMODAL_LM_BINARY
-    ? [{ path: path.resolve(env.MULTIMODAL_LM_BINARY), source: "MULTIMODAL_LM_BINARY" }]
-    : [];
+  if (env.MULTIMODAL_LM_BINARY) return [{ path: path.resolve(env.MULTIMODAL_LM_BINARY), source: "MULTIMODAL_LM_BINARY" }];
 
   const prebuildDir = path.join(root, "prebuilds", `${process.platform}-${process.arch}`);
   const prebuiltNames = fs.existsSync(prebuildDir)
@@ -57,7 +56,7 @@ export function bindingCandidates(root: string = packageRoot, env: NodeJS.Proces
   const newestPrebuild = Math.max(-Infinity, ...prebuilt.map((c) => modifiedAt(c.path) ?? -Infinity));
   const localTime = modifiedAt(local[0]!.path);
   const localFirst = localTime !== undefined && localTime > newestPrebuild;
-  return [...explicit, ...(localFirst ? [...local, ...prebuilt] : [...prebuilt, ...local])];
+  return localFirst ? [...local, ...prebuilt] : [...prebuilt, ...local];
 }
 
 function describeLoadFailure(error: unknown): string {

@@ -226,11 +226,17 @@ export class BindingLoadError extends MultimodalLMError {
     const tried = attempts.length
       ? attempts.map((a) => `  - ${a.path} (${a.source}): ${a.reason}`).join("\n")
       : "  (no candidate paths)";
+    const named = attempts.some((a) => a.source === "MULTIMODAL_LM_BINARY");
     super(
       "E_BINDING_LOAD",
       `multimodal-lm could not load its native addon. Tried:\n${tried}\n` +
-        "To fix it: run `npm rebuild multimodal-lm` (in a git checkout: `npm run build:native`) to compile the addon; " +
-        "that needs cmake 3.19+ and a C++17 compiler. To use a specific file, set MULTIMODAL_LM_BINARY=/path/to/multimodal_lm.node.",
+        (named
+          ? "MULTIMODAL_LM_BINARY names the only file tried: point it at a working multimodal_lm.node, or unset it to use the package's prebuilt or local build."
+          : "To fix it: run `npm rebuild multimodal-lm` (in a git checkout: `npm run build:native`) to compile the addon; " +
+            "that needs cmake 3.19+ and a C++17 compiler. If npm did not run this package's install script (npm 12 blocks " +
+            "dependencies' install scripts that package.json's allowScripts does not cover; npm 11 warns about them), run " +
+            "`npm approve-scripts multimodal-lm` (or add \"allowScripts\": { \"multimodal-lm\": true } to package.json) " +
+            "and then `npm rebuild multimodal-lm`. To use a specific file, set MULTIMODAL_LM_BINARY=/path/to/multimodal_lm.node."),
     );
     this.attempts = attempts;
   }

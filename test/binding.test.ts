@@ -91,18 +91,45 @@ describe("binding loader", () => {
     expect(binding.systemInfo().llamaCppCommit).toBe(pin.commit);
   });
 
-  it("tries MULTIMODAL_LM_BINARY first, then prebuilds, then the local build", () => {
-    const env = { MULTIMODAL_LM_BINARY: "/opt/x/multimodal_lm.node" };
-    const candidates = bindingCandidates("/pkg", env);
-    expect(candidates[0]).toEqual({ path: "/opt/x/multimodal_lm.node", source: "MULTIMODAL_LM_BINARY" });
-    expect(candidates[1]).toEqual({
+  it("tries prebuilds, then the local build; MULTIMODAL_LM_BINARY alone when it is set", () => {
+    const candidates = bindingCandidates("/pkg", {});
+    expect(candidates[0]).toEqual({
       path: path.join("/pkg", "prebuilds", `${process.platform}-${process.arch}`, "multimodal_lm.glibc.node"),
       source: "prebuild",
     });
-    expect(candidates.slice(2)).toEqual([
+    expect(candidates.slice(1)).toEqual([
       { path: path.join("/pkg", "build", "Release", "multimodal_lm.node"), source: "local build" },
       { path: path.join("/pkg", "build", "Debug", "multimodal_lm.node"), source: "local build" },
     ]);
+    const env = { MULTIMODAL_LM_BINARY: "/opt/x/multimodal_lm.node" };
+    expect(bindingCandidates("/pkg", env)).toEqual([{ path: "/opt/x/multimodal_lm.node", source: "MULTIMODAL_LM_BINARY" }]);
+  });
+
+  it("a MULTIMODAL_LM_BINARY that is missing fails, naming it, though a working build exists", () => {
+    const missing = path.join(tmp, "nowhere", "multimodal_lm.node");
+    expect(bindingCandidates(packageRoot).some((c) => fs.existsSync(c.path))).toBe(true);
+    let error: unknown;
+    try {
+      loadBinding(bindingCandidates(packageRoot, { MULTIMODAL_LM_BINARY: missing }));
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(BindingLoadError);
+    const loadError = error as BindingLoadError;
+    expect(loadError.attempts).toEqual([{ path: missing, source: "MULTIMODAL_LM_BINARY", reason: "not found" }]);
+    expect(loadError.message).toContain(`${missing} (MULTIMODAL_LM_BINARY): not found`);
+    expect(loadError.message).toContain("unset it to use the package's prebuilt or local build");
+  });
+
+  it("the error for no addon at all says what to run when npm skipped the install script", () => {
+    let error: unknown;
+    try {
+      loadBinding([path.join(tmp, "missing.node")]);
+    } catch (e) {
+      error = e;
+    }
+    expect((error as Error).message).toContain("npm approve-scripts multimodal-lm");
+    expect((error as Error).message).toContain('"allowScripts": { "multimodal-lm": true }');
   });
 });
 
