@@ -263,7 +263,7 @@ function resolveSupervisor(value: unknown): SupervisorOptions {
 
 /** Sampling and stopping options shared by every generating call. */
 export interface SamplingOptions {
-  /** 0 picks the most likely token every time (greedy). Default 0.8. */
+  /** 0 to 2 (OpenAI's range); 0 picks the most likely token every time (greedy). Default 0.8. */
   temperature?: number;
   /** Keep the k most likely tokens; 0 keeps all. Default 40. */
   topK?: number;
@@ -315,6 +315,12 @@ export const SAMPLING_KEYS = [
 
 export type NativeSampling = Omit<NativeGenerateRequest, "prompt" | "media" | "addSpecial" | "constraint">;
 
+/**
+ * The sampling temperature's range, in the library, the CLI, the server and the chat page alike:
+ * OpenAI's 0–2 (0 is greedy). llama.cpp takes any value, but beyond 2 the text is noise.
+ */
+export const TEMPERATURE_MAX = 2;
+
 export function resolveSampling(o: SamplingOptions): NativeSampling {
   let stop: string[] = [];
   if (o.stop !== undefined) {
@@ -324,7 +330,7 @@ export function resolveSampling(o: SamplingOptions): NativeSampling {
     }
   }
   return {
-    temperature: optionalNumber("temperature", o.temperature, 0, 100, 0.8),
+    temperature: optionalNumber("temperature", o.temperature, 0, TEMPERATURE_MAX, 0.8),
     topK: optionalInteger("topK", o.topK, 0, 1 << 30, 40),
     topP: optionalNumber("topP", o.topP, 0, 1, 0.95),
     minP: optionalNumber("minP", o.minP, 0, 1, 0.05),

@@ -264,6 +264,7 @@ describe("describe", () => {
     expect((await cli(["describe", PNG, "-m", files.model, "--max-tokens", "1.5"])).stderr).toMatch(/^error: --max-tokens expects an integer of at least 0, got "1.5"/);
     expect((await cli(["describe", PNG, "-m", files.model, "--gpu-layers", "lots"])).stderr).toMatch(/^error: --gpu-layers expects an integer of at least 0 or "auto"/);
     expect((await cli(["describe", PNG, "-m", files.model, "--top-p", "2"])).stderr).toMatch(/^error: --top-p expects a number from 0 to 1, got "2"/);
+    expect((await cli(["describe", PNG, "-m", files.model, "--temperature", "3"])).stderr).toMatch(/^error: --temperature expects a number from 0 to 2, got "3"/);
     expect((await cli(["describe", PNG, "-m", files.model, "--image-cache-mb", "-1"])).stderr).toMatch(/^error: --image-cache-mb expects a number of at least 0, got "-1"/);
     const noModel = await cli(["describe", PNG]);
     expect(noModel.code).toBe(1);

@@ -242,7 +242,11 @@ describe.each(ISOLATIONS)("isolation: %s", (isolation) => {
       it("bad options", async () => {
         const e = await rejection(lm.generate({ prompt: "x", temperature: -1 }));
         expect(e.code).toBe("E_INVALID_ARGUMENT");
-        expect(e.message).toBe("Expected a number between 0 and 100 for temperature but received -1 of type number");
+        expect(e.message).toBe("Expected a number between 0 and 2 for temperature but received -1 of type number");
+        // One range everywhere (the server and the chat page take 0 to 2 too).
+        const hot = await rejection(lm.generate({ prompt: "x", temperature: 3 }));
+        expect([hot.code, hot.param]).toEqual(["E_INVALID_ARGUMENT", "temperature"]);
+        expect((await lm.generate({ prompt: "x", temperature: 2, maxTokens: 2 })).usage.completionTokens).toBeGreaterThan(0);
         expect((await rejection(lm.generate({ prompt: "x", maxTokens: 1.5 }))).message).toMatch(/for maxTokens/);
         expect((await rejection(lm.generate({ prompt: "x", stop: [""] }))).message).toMatch(/for stop/);
         expect((await rejection(lm.generate({ prompt: "x", tempreature: 0 } as never))).message).toMatch(/Unknown option tempreature/);

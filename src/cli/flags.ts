@@ -2,7 +2,7 @@
 // Number flags are checked while parsing, so a typo fails before a model is loaded.
 import { Option, type Command } from "commander";
 
-import type { LoadOptions, SamplingOptions } from "../options.js";
+import { TEMPERATURE_MAX, type LoadOptions, type SamplingOptions } from "../options.js";
 import type { CallVideoOptions } from "../multimodal-lm.js";
 
 interface NumberSpec {
@@ -125,7 +125,7 @@ export function addLoadOptions(command: Command, { slots = false }: { slots?: bo
 
 export function addSamplingOptions(command: Command): Command {
   addNumberOption(command, "-n, --max-tokens <n>", "most tokens to generate (default: until the model stops)", { integer: true, min: 0 });
-  addNumberOption(command, "--temperature <t>", "sampling temperature; 0 is greedy (default: 0.8)", { min: 0 });
+  addNumberOption(command, "--temperature <t>", `sampling temperature from 0 (greedy) to ${TEMPERATURE_MAX} (default: 0.8)`, { min: 0, max: TEMPERATURE_MAX });
   addNumberOption(command, "--top-k <k>", "keep the k most likely tokens; 0 keeps all (default: 40)", { integer: true, min: 0 });
   addNumberOption(command, "--top-p <p>", "nucleus sampling; 1 disables it (default: 0.95)", { min: 0, max: 1 });
   addNumberOption(command, "--seed <n>", "sampling seed (default: random)", { integer: true, min: 0 });

@@ -9,7 +9,7 @@ import { MultimodalLMError } from "../errors.js";
 import { MAX_VIDEO_FRAMES } from "../media/video.js";
 import { parseMessages, type ChatMessage, type ParsedChat } from "../messages.js";
 import type { CallImageOptions, CallVideoOptions } from "../multimodal-lm.js";
-import { resolveSampling, type SamplingOptions } from "../options.js";
+import { resolveSampling, TEMPERATURE_MAX, type SamplingOptions } from "../options.js";
 import type { StructuredOptions } from "../structured.js";
 import { describeValue, is } from "../validate.js";
 import { HttpError } from "./http-errors.js";
@@ -80,7 +80,7 @@ function readSampling(body: Record<string, unknown>): Omit<SamplingOptions, "sig
   const sampling: Omit<SamplingOptions, "signal"> = {};
   const maxTokens = integer(body, "max_completion_tokens", 1, 1 << 30) ?? integer(body, "max_tokens", 1, 1 << 30);
   if (maxTokens !== undefined) sampling.maxTokens = maxTokens;
-  const temperature = number(body, "temperature", 0, 2);
+  const temperature = number(body, "temperature", 0, TEMPERATURE_MAX);
   if (temperature !== undefined) sampling.temperature = temperature;
   const topP = number(body, "top_p", 0, 1);
   if (topP !== undefined) sampling.topP = topP;
