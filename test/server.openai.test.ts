@@ -496,9 +496,9 @@ describe("errors in OpenAI's shape", () => {
     ["legacy functions", 400, "E_INVALID_ARGUMENT", "functions", { ...user("hi"), functions: [{ name: "f", parameters: {} }] }],
     ["an unknown model", 404, "E_NOT_FOUND", "model", { ...user("hi"), model: "gpt-4o" }],
     ["bad base64", 400, "E_INVALID_DATA_URL", "messages[0].content[0].image_url", user([{ type: "image_url", image_url: { url: "data:image/png;base64,@@@" } }])],
-    ["bytes that are no image", 400, "E_IMAGE_DECODE", null, user([{ type: "image_url", image_url: { url: `data:image/png;base64,${Buffer.from("not an image").toString("base64")}` } }])],
+    ["bytes that are no image", 400, "E_IMAGE_DECODE", "messages[0].content[0].image_url", user([{ type: "image_url", image_url: { url: `data:image/png;base64,${Buffer.from("not an image").toString("base64")}` } }])],
     ["a missing file", 400, "E_FILE_NOT_FOUND", "messages[0].content[0].image_url", user([{ type: "image_url", image_url: { url: "missing.jpg" } }])],
-    ["a video that is no video", 400, "E_VIDEO_DECODE", null, user([{ type: "video_url", video_url: { url: `data:video/mp4;base64,${Buffer.from("nope").toString("base64")}` } }])],
+    ["a video that is no video", 400, "E_VIDEO_DECODE", "messages[0].content[0].video_url", user([{ type: "video_url", video_url: { url: `data:video/mp4;base64,${Buffer.from("nope").toString("base64")}` } }])],
     ["a bad part type", 400, "E_INVALID_ARGUMENT", "messages[0].content[0].type", user([{ type: "input_file", file: {} }])],
     ["a bad media option", 400, "E_INVALID_ARGUMENT", "media_io_kwargs.video.num_frames", { ...user("hi"), media_io_kwargs: { video: { num_frames: 0 } } }],
   ])("%s → %i %s", async (_, status, code, param, body) => {
