@@ -235,7 +235,7 @@ export class BindingLoadError extends MultimodalLMError {
           : "To fix it: run `npm rebuild multimodal-lm` (in a git checkout: `npm run build:native`) to compile the addon; " +
             "that needs cmake 3.19+ and a C++17 compiler. If npm did not run this package's install script (npm 12 blocks " +
             "dependencies' install scripts that package.json's allowScripts does not cover; npm 11 warns about them), run " +
-            "`npm approve-scripts multimodal-lm` (or add \"allowScripts\": { \"multimodal-lm\": true } to package.json) " +
+            "`npm install-scripts approve multimodal-lm` (or add \"allowScripts\": { \"multimodal-lm\": true } to package.json) " +
             "and then `npm rebuild multimodal-lm`. To use a specific file, set MULTIMODAL_LM_BINARY=/path/to/multimodal_lm.node."),
     );
     this.attempts = attempts;

@@ -128,7 +128,7 @@ describe("binding loader", () => {
     } catch (e) {
       error = e;
     }
-    expect((error as Error).message).toContain("npm approve-scripts multimodal-lm");
+    expect((error as Error).message).toContain("npm install-scripts approve multimodal-lm");
     expect((error as Error).message).toContain('"allowScripts": { "multimodal-lm": true }');
   });
 });

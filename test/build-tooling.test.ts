@@ -90,6 +90,28 @@ describe("build switch", () => {
   }, 120_000);
 });
 
+describe.runIf(process.platform === "linux" && process.arch === "x64")("CPU variants switch", () => {
+  const configure = (variants: string) => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "multimodal-lm-variants-"));
+    tmpDirs.push(out);
+    const result = spawnSync(process.execPath, [script("build-native.mjs"), "--gpu", "cpu", "--out", out, "--configure-only"], {
+      encoding: "utf8",
+      env: { ...process.env, MULTIMODAL_LM_CMAKE_ARGS: `-DMULTIMODAL_LM_CPU_VARIANTS=${variants}` },
+    });
+    return { status: result.status, output: result.stdout + result.stderr };
+  };
+
+  it("builds the variants asked for, always with the x64 fallback, and refuses an unknown one with the list", () => {
+    const some = configure("haswell;zen4");
+    expect(some.status, some.output).toBe(0);
+    expect(some.output).toContain("multimodal-lm: CPU variants x64;haswell;zen4");
+    const unknown = configure("pentium4");
+    expect(unknown.status).toBe(1);
+    // CMake wraps its messages: compare with the line breaks as spaces.
+    expect(unknown.output.replace(/\s+/g, " ")).toMatch(/llama\.cpp has no CPU variant named pentium4; it has x64, .*haswell.*zen4/);
+  }, 300_000);
+});
+
 describe("vulkan switch", () => {
   it("configures, or fails at configure time naming the missing piece", () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), "multimodal-lm-vulkan-"));
